@@ -1,0 +1,112 @@
+"""Command line: ``mlflow-hpo tune`` and the MLproject entry points.
+
+The CLI only parses arguments, builds a `TuneConfig` and calls `tune`.
+Invalid input ends with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from mlflow_hpo._errors import ConfigError, HpoError
+from mlflow_hpo.config import TuneConfig
+from mlflow_hpo.storage import redact_url
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+_HELP = {
+    "data": "sklearn:<name> or a CSV/Parquet path (default sklearn:breast_cancer)",
+    "target": "target column (default: the dataset's target, or a file's last column)",
+    "task": "auto, binary, multiclass or regression",
+    "model": "model family, e.g. lightgbm, xgboost, random_forest, logistic_regression",
+    "metric": "scikit-learn scorer name, or auto",
+    "strategy": "auto, grid, random or tpe",
+    "n_trials": "number of finished trials the study should hold",
+    "timeout": "time budget of the search in seconds (0: no limit)",
+    "cv": "auto, stratified, kfold, group, time_series or repeated",
+    "n_folds": "number of cross-validation folds",
+    "test_size": "fraction of rows held out for the final test",
+    "time_column": "column that orders rows in time",
+    "group_column": "column whose groups must not span folds",
+    "pruner": "auto, median, hyperband, wilcoxon or none",
+    "seed": "seed of every random source",
+    "study_name": "Optuna study name; reuse it to resume a study",
+    "register_model": "registered model name; auto derives one, empty skips",
+    "config": "YAML file with options and an optional space: section",
+}
+
+
+def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
+    for field in dataclasses.fields(TuneConfig):
+        if field.name == "space_spec":
+            continue
+        help_text = _HELP.get(field.name, field.name.replace("_", " "))
+        parser.add_argument(f"--{field.name}", dest=field.name, default=None, help=help_text)
+    parser.add_argument("--config", dest="config", default=None, help=_HELP["config"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlflow-hpo", description="Tune a model with Optuna and track it in MLflow.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    tune_parser = sub.add_parser("tune", help="run a tuning study")
+    _add_tune_arguments(tune_parser)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TuneConfig:
+    values = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+    return TuneConfig.from_mapping(values)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _fail_outer_run() -> None:
+    """Mark the run that ``mlflow run`` opened as FAILED, so none is left RUNNING."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient().set_terminated(run_id, status="FAILED")
+    except Exception:  # noqa: BLE001 - best effort while exiting on an error
+        logging.getLogger(__name__).warning("Could not mark run %s as FAILED.", run_id)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging()
+    try:
+        if args.command == "tune":
+            from mlflow_hpo.study import tune
+
+            result = tune(config_from_args(args))
+            print(
+                f"study {result.study_name}: best CV {result.metric} {result.best_cv_mean:.6g}, "
+                f"held-out {result.test_score:.6g}, parent run {result.parent_run_id}"
+                + (f", registered {result.registered_model} v{result.registered_version}" if result.registered_version else "")
+            )
+        return 0
+    except ConfigError as exc:
+        _fail_outer_run()
+        print(f"mlflow-hpo: error: {redact_url(str(exc))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except HpoError as exc:
+        _fail_outer_run()
+        print(f"mlflow-hpo: error: {redact_url(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""After the search: refit the winner, score it once on held-out rows, report, register."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from mlflow_hpo._errors import HpoError
+from mlflow_hpo.cv import CVResult, refit_rounds
+from mlflow_hpo.report import write_study_report
+from mlflow_hpo.runs import ParentRun
+from mlflow_hpo.serving import TunedModel
+
+if TYPE_CHECKING:
+    from mlflow_hpo.study import Job, TuneResult
+
+_logger = logging.getLogger(__name__)
+
+
+def finalize(
+    study: optuna.Study, job: Job, parent: ParentRun, client: MlflowClient, *, wall_time: float
+) -> TuneResult:
+    """Refit the best trial on all training rows, score it on the test rows and log everything."""
+    from mlflow_hpo.study import TuneResult
+
+    counts = collections.Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise HpoError(
+            f"study {job.study_name!r} has no completed trial ({dict(counts)}); "
+            "see the failed trials' fail_reason tags in MLflow."
+        ) from None
+
+    kwargs = job.space.model_kwargs(best.params)
+    cv_result = CVResult(
+        scores=tuple(best.user_attrs.get("cv_scores", [best.value])),
+        best_iterations=tuple(best.user_attrs.get("best_iterations", [])),
+        stopped_early=tuple(best.user_attrs.get("stopped_early", [])),
+        fit_rows=tuple(best.user_attrs.get("fit_rows", [])),
+    )
+    n_rounds, rounds_rule = refit_rounds(cv_result, len(job.dataset.X_train))
+    estimator = job.adapter.fit_final(kwargs, job.context, job.dataset.X_train, job.dataset.y_train, n_rounds)
+    model = TunedModel(job.dataset.preprocessor, estimator, job.dataset.classes)
+    test_score = float(job.objective.scorer(estimator, job.dataset.X_test, job.dataset.y_test))
+    _logger.info(
+        "Best trial %d: CV %s %.6g (std %.3g); held-out test %.6g.",
+        best.number, job.objective.name, best.value, cv_result.std, test_score,
+    )
+
+    name = job.objective.name
+    summary_metrics = {
+        f"best_cv_{name}_mean": float(best.value),  # type: ignore[arg-type]
+        f"best_cv_{name}_std": cv_result.std,
+        f"test_{name}": test_score,
+        f"cv_minus_test_{name}": float(best.value) - test_score,  # type: ignore[arg-type]
+        "wall_time_s": wall_time,
+        "best_trial_number": float(best.number),
+        **{f"n_trials_{state.lower()}": float(n) for state, n in counts.items()},
+    }
+    if n_rounds is not None:
+        summary_metrics["refit_n_estimators"] = float(n_rounds)
+    client.log_batch(parent.run_id, metrics=[Metric(k, v, _now_ms(), 0) for k, v in summary_metrics.items()])
+
+    details: dict[str, Any] = {
+        "best_trial": best.number,
+        "params": dict(best.params),
+        "model_kwargs": kwargs,
+        "cv_mean": best.value,
+        "cv_std": cv_result.std,
+        "cv_scores": list(cv_result.scores),
+        "cv_scheme": job.splitter.scheme,
+        "n_splits": job.splitter.n_splits,
+        "test_score": test_score,
+        "refit_n_estimators": n_rounds,
+        "refit_rule": rounds_rule,
+        "fold_best_iterations": list(cv_result.best_iterations),
+        "wall_time_s": wall_time,
+        "counts": dict(counts),
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        write_study_report(study, job, details, Path(folder))
+        client.log_artifacts(parent.run_id, folder)
+
+    model_uri, registered_name, version = "", "", None
+    from mlflow_hpo.registry import log_and_register
+
+    model_uri, registered_name, version = log_and_register(model, job, parent, best.number)
+    return TuneResult(
+        study_name=job.study_name,
+        parent_run_id=parent.run_id,
+        best_params=dict(best.params),
+        best_cv_mean=float(best.value),  # type: ignore[arg-type]
+        best_cv_std=cv_result.std,
+        test_score=test_score,
+        metric=name,
+        n_trials_by_state=dict(counts),
+        model_uri=model_uri,
+        registered_model=registered_name,
+        registered_version=version,
+    )
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

@@ -1,0 +1,191 @@
+"""LightGBM and XGBoost adapters with early stopping on an inner validation set.
+
+Both use each library's supported early-stopping API for the installed major
+version: LightGBM 4 takes the ``lightgbm.early_stopping`` callback, and
+XGBoost 2.1+ takes ``early_stopping_rounds`` and ``eval_metric`` in the
+estimator's constructor, not in ``fit()``. The validation metric follows the
+study's objective wherever the library has an equivalent.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from mlflow_hpo._errors import ConfigError
+from mlflow_hpo.models._base import FitContext, FitResult, ModelAdapter, RoundCallback
+
+_logger = logging.getLogger(__name__)
+
+# scikit-learn scorer -> (LightGBM metric, XGBoost metric), per task kind.
+_BINARY_METRICS = {
+    "roc_auc": ("auc", "auc"),
+    "neg_log_loss": ("binary_logloss", "logloss"),
+    "accuracy": ("binary_error", "error"),
+    "average_precision": ("average_precision", "aucpr"),
+}
+_MULTICLASS_METRICS = {
+    "neg_log_loss": ("multi_logloss", "mlogloss"),
+    "accuracy": ("multi_error", "merror"),
+}
+_REGRESSION_METRICS = {
+    "neg_root_mean_squared_error": ("rmse", "rmse"),
+    "neg_mean_squared_error": ("l2", "rmse"),
+    "neg_mean_absolute_error": ("l1", "mae"),
+    "r2": ("l2", "rmse"),
+}
+_DEFAULT_METRICS = {
+    "binary": ("binary_logloss", "logloss"),
+    "multiclass": ("multi_logloss", "mlogloss"),
+    "regression": ("l2", "rmse"),
+}
+
+
+def booster_metric(task: str, scorer: str, library: int) -> str:
+    """Return the early-stopping metric of library 0 (LightGBM) or 1 (XGBoost) for a scorer."""
+    table = {"binary": _BINARY_METRICS, "multiclass": _MULTICLASS_METRICS, "regression": _REGRESSION_METRICS}[task]
+    pair = table.get(scorer)
+    if pair is None:
+        # NOTE: scorers without a built-in booster equivalent fall back to the
+        # task's log loss or squared error for early stopping only.
+        pair = _DEFAULT_METRICS[task]
+    return pair[library]
+
+
+def _fit_rounds(best: int | None, cap: int) -> tuple[int, bool]:
+    if best is None or best <= 0:
+        return cap, False
+    return best, best < cap
+
+
+class LightGBMAdapter(ModelAdapter):
+    name = "lightgbm"
+    iterative = True
+
+    def _estimator(self, kwargs: dict[str, Any], context: FitContext, n_rounds: int) -> Any:
+        common = {
+            "n_estimators": n_rounds,
+            "random_state": context.seed,
+            "n_jobs": context.n_threads,
+            "verbose": -1,
+            **kwargs,
+        }
+        if context.task == "regression":
+            return lgb.LGBMRegressor(**common)
+        return lgb.LGBMClassifier(**common)
+
+    def fit(
+        self,
+        kwargs: dict[str, Any],
+        context: FitContext,
+        X_fit: pd.DataFrame,
+        y_fit: np.ndarray,
+        X_val: pd.DataFrame | None = None,
+        y_val: np.ndarray | None = None,
+        on_round: RoundCallback | None = None,
+    ) -> FitResult:
+        metric = booster_metric(context.task, context.metric, 0)
+        estimator = self._estimator({"metric": metric, **kwargs}, context, context.max_boost_rounds)
+        history: dict[str, Any] = {}
+        callbacks = [
+            lgb.early_stopping(context.early_stopping_rounds, first_metric_only=True, verbose=False),
+            lgb.record_evaluation(history),
+        ]
+        if on_round is not None:
+            callbacks.append(_lightgbm_reporter(on_round))
+        estimator.fit(X_fit, y_fit, eval_X=(X_val,), eval_y=(y_val,), eval_names=["validation"], callbacks=callbacks)
+        curve = tuple(float(v) for v in history.get("validation", {}).get(metric, []))
+        best, stopped = _fit_rounds(estimator.best_iteration_, context.max_boost_rounds)
+        return FitResult(estimator, best_iteration=best, stopped_early=stopped, curve=curve, curve_metric=metric)
+
+    def fit_final(
+        self, kwargs: dict[str, Any], context: FitContext, X: pd.DataFrame, y: np.ndarray, n_rounds: int | None
+    ) -> Any:
+        estimator = self._estimator(kwargs, context, n_rounds or context.max_boost_rounds)
+        return estimator.fit(X, y)
+
+
+def _lightgbm_reporter(on_round: RoundCallback) -> Any:
+    def _callback(env: lgb.callback.CallbackEnv) -> None:
+        if env.evaluation_result_list:
+            _, _, value, _ = env.evaluation_result_list[0][:4]
+            on_round(env.iteration, float(value))
+
+    _callback.order = 40  # type: ignore[attr-defined]
+    return _callback
+
+
+class _XGBoostReporter(xgb.callback.TrainingCallback):
+    def __init__(self, on_round: RoundCallback, metric: str) -> None:
+        super().__init__()
+        self._on_round = on_round
+        self._metric = metric
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
+        for scores in evals_log.values():
+            values = scores.get(self._metric)
+            if values:
+                self._on_round(epoch, float(values[-1]))
+        return False
+
+
+class XGBoostAdapter(ModelAdapter):
+    name = "xgboost"
+    iterative = True
+
+    def _estimator(self, kwargs: dict[str, Any], context: FitContext, n_rounds: int, **extra: Any) -> Any:
+        common = {
+            "n_estimators": n_rounds,
+            "random_state": context.seed,
+            "n_jobs": context.n_threads,
+            "enable_categorical": True,
+            **extra,
+            **kwargs,
+        }
+        if context.task == "regression":
+            return xgb.XGBRegressor(**common)
+        return xgb.XGBClassifier(**common)
+
+    def fit(
+        self,
+        kwargs: dict[str, Any],
+        context: FitContext,
+        X_fit: pd.DataFrame,
+        y_fit: np.ndarray,
+        X_val: pd.DataFrame | None = None,
+        y_val: np.ndarray | None = None,
+        on_round: RoundCallback | None = None,
+    ) -> FitResult:
+        metric = booster_metric(context.task, context.metric, 1)
+        callbacks = [_XGBoostReporter(on_round, metric)] if on_round is not None else None
+        estimator = self._estimator(
+            kwargs,
+            context,
+            context.max_boost_rounds,
+            early_stopping_rounds=context.early_stopping_rounds,
+            eval_metric=metric,
+            callbacks=callbacks,
+        )
+        try:
+            estimator.fit(X_fit, y_fit, eval_set=[(X_val, y_val)], verbose=False)
+        except xgb.core.XGBoostError as exc:
+            if "metric" in str(exc).lower():
+                raise ConfigError(f"XGBoost rejected eval_metric={metric!r}: {str(exc).splitlines()[0]}") from exc
+            raise
+        results: dict[str, dict[str, list[float]]] = estimator.evals_result()
+        first_set: dict[str, list[float]] = next(iter(results.values()), {})
+        curve = tuple(float(v) for v in first_set.get(metric, []))
+        best_index = getattr(estimator, "best_iteration", None)
+        best, stopped = _fit_rounds(None if best_index is None else best_index + 1, context.max_boost_rounds)
+        return FitResult(estimator, best_iteration=best, stopped_early=stopped, curve=curve, curve_metric=metric)
+
+    def fit_final(
+        self, kwargs: dict[str, Any], context: FitContext, X: pd.DataFrame, y: np.ndarray, n_rounds: int | None
+    ) -> Any:
+        estimator = self._estimator(kwargs, context, n_rounds or context.max_boost_rounds)
+        return estimator.fit(X, y, verbose=False)

@@ -1,0 +1,372 @@
+"""The tuning job: checks, the Optuna study, its MLflow mirror and the final model."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import mlflow
+import numpy as np
+import optuna
+from mlflow.tracking import MlflowClient
+
+from mlflow_hpo import __version__
+from mlflow_hpo._errors import ConfigError, TrialError
+from mlflow_hpo.config import TuneConfig
+from mlflow_hpo.cv import CVResult, Splitter, choose_splitter, cross_validate
+from mlflow_hpo.data import Dataset, prepare
+from mlflow_hpo.metrics import Objective, resolve_objective
+from mlflow_hpo.models import FitContext, ModelAdapter, get_adapter
+from mlflow_hpo.runs import PARENT_ATTR, ParentRun, attach_parent, close_parent
+from mlflow_hpo.spaces import SearchSpace, builtin_space
+from mlflow_hpo.storage import open_storage, redact_url, storage_url, study_exists
+from mlflow_hpo.strategy import Strategy, choose_strategy, make_pruner
+from mlflow_hpo.tracking import StudyMirror, TrialRecord, tag
+
+_logger = logging.getLogger(__name__)
+
+SPACE_ATTR = "search_space"
+FAIL_REASON_ATTR = "fail_reason"
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneResult:
+    """Outcome of `tune`.
+
+    Attributes:
+        study_name: Name of the Optuna study.
+        parent_run_id: MLflow run that holds the study.
+        best_params: Hyperparameters of the winner.
+        best_cv_mean, best_cv_std: CV score of the winner (mean and std over folds).
+        test_score: Score of the refit winner on the held-out rows.
+        metric: Scorer name of the objective.
+        n_trials_by_state: Count of trials per Optuna state.
+        model_uri: URI of the logged model, or "" when nothing was logged.
+        registered_version: Registered model version, or None.
+    """
+
+    study_name: str
+    parent_run_id: str
+    best_params: dict[str, Any]
+    best_cv_mean: float
+    best_cv_std: float
+    test_score: float
+    metric: str
+    n_trials_by_state: dict[str, int]
+    model_uri: str = ""
+    registered_model: str = ""
+    registered_version: str | None = None
+
+
+@dataclasses.dataclass
+class Job:
+    """Everything the study needs, checked before the first trial."""
+
+    config: TuneConfig
+    dataset: Dataset
+    objective: Objective
+    adapter: ModelAdapter
+    space: SearchSpace
+    splitter: Splitter
+    strategy: Strategy
+    context: FitContext
+    study_name: str
+    storage_url: str
+
+
+def plan(config: TuneConfig) -> Job:
+    """Load the data and check every input; raise ConfigError before any run exists."""
+    dataset = prepare(config)
+    if config.is_multi_objective:
+        raise ConfigError(
+            f"metric={config.metric!r} names several objectives, which this version does not tune yet; "
+            "pass a single scorer name such as metric=roc_auc."
+        )
+    objective = resolve_objective(config.metric, dataset.task)
+    adapter = get_adapter(config.model, dataset.task)
+    space = builtin_space(
+        config.model, dataset.task, n_rows=len(dataset.X_train), n_features=dataset.X_train.shape[1]
+    )
+    splitter = choose_splitter(config, dataset.task, dataset.y_train, dataset.groups_train)
+    strategy = choose_strategy(config, space)
+    n_threads = max(1, (os.cpu_count() or 1) // config.n_jobs)
+    context = FitContext(
+        task=dataset.task,
+        n_classes=dataset.n_classes,
+        metric=objective.name,
+        seed=config.seed,
+        n_threads=n_threads,
+        early_stopping_rounds=config.early_stopping_rounds,
+        max_boost_rounds=config.max_boost_rounds,
+    )
+    study_name = config.study_name or _new_study_name(dataset.name, config.model)
+    tracking_uri = mlflow.get_tracking_uri()
+    return Job(config, dataset, objective, adapter, space, splitter, strategy, context, study_name, storage_url(tracking_uri))
+
+
+def _new_study_name(dataset: str, model: str) -> str:
+    return f"{dataset}-{model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def tune(config: TuneConfig) -> TuneResult:
+    """Tune, track and register one model as ``config`` describes.
+
+    Example:
+        >>> from mlflow_hpo import TuneConfig, tune
+        >>> result = tune(TuneConfig(n_trials=5, register_model=""))  # doctest: +SKIP
+        >>> round(result.best_cv_mean, 3)  # doctest: +SKIP
+        0.993
+    """
+    job = plan(config)
+    storage = open_storage(job.storage_url)
+    client = MlflowClient()
+    study = _create_or_load_study(job, storage)
+
+    parent = attach_parent(
+        client,
+        study_name=job.study_name,
+        stored_parent=study.user_attrs.get(PARENT_ATTR),
+        experiment_name=config.experiment_name,
+    )
+    study.set_user_attr(PARENT_ATTR, parent.run_id)
+    mirror = StudyMirror(
+        client, experiment_id=parent.experiment_id, parent_run_id=parent.run_id, study_name=job.study_name
+    )
+    failed = True
+    try:
+        _log_parent_setup(client, job, parent)
+        mirror.mirrored_trials()
+        started = time.monotonic()
+        _optimize(study, job, mirror)
+        _reconcile(study, job, mirror)
+        mirror.close()
+        from mlflow_hpo.finalize import finalize
+
+        result = finalize(study, job, parent, client, wall_time=time.monotonic() - started)
+        failed = False
+        return result
+    finally:
+        mirror.close(timeout=60)
+        close_parent(client, parent, failed=failed)
+
+
+def _create_or_load_study(job: Job, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    space_signature = {name: str(dist) for name, dist in job.space.distributions().items()}
+    exists = study_exists(storage, job.study_name)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=job.study_name,
+        direction=job.objective.direction,  # type: ignore[arg-type]
+        sampler=job.strategy.sampler,
+        pruner=make_pruner(job.config, job.adapter, job.strategy, job.splitter),
+        load_if_exists=True,
+    )
+    if exists:
+        stored = study.user_attrs.get(SPACE_ATTR)
+        if stored is not None and stored != space_signature:
+            changed = sorted(set(stored) ^ set(space_signature)) + sorted(
+                k for k in set(stored) & set(space_signature) if stored[k] != space_signature[k]
+            )
+            raise ConfigError(
+                f"study {job.study_name!r} was created with another search space (changed: {', '.join(changed)}); "
+                f"use a new study_name such as {job.study_name}-v2."
+            )
+    else:
+        study.set_user_attr(SPACE_ATTR, space_signature)
+        study.set_user_attr("metric", job.objective.name)
+        study.set_user_attr("model", job.config.model)
+    return study
+
+
+def _log_parent_setup(client: MlflowClient, job: Job, parent: ParentRun) -> None:
+    run = client.get_run(parent.run_id)
+    # Keys that `mlflow run` already logged keep their spelling ("5", not "5.0").
+    params = {k: v for k, v in job.config.to_params().items() if k not in run.data.params}
+    if parent.resumed:
+        params = {}
+    tags = {
+        "mlflow_hpo.study_name": job.study_name,
+        "mlflow_hpo.storage": redact_url(job.storage_url),
+        "mlflow_hpo.strategy": job.strategy.name,
+        "mlflow_hpo.strategy_reason": job.strategy.reason,
+        "mlflow_hpo.sampler": type(job.strategy.sampler).__name__,
+        "mlflow_hpo.seed": str(job.config.seed),
+        "mlflow_hpo.pruner": job.strategy.pruner_name,
+        "mlflow_hpo.task": job.dataset.task,
+        "mlflow_hpo.metric": job.objective.name,
+        "mlflow_hpo.cv": job.splitter.scheme,
+        "mlflow_hpo.dataset_digest": job.dataset.digest,
+        "mlflow_hpo.version": __version__,
+        "mlflow_hpo.versions": (
+            f"mlflow={mlflow.__version__} optuna={optuna.__version__} python={sys.version.split()[0]}"
+        ),
+    }
+    mirror_params = [mlflow.entities.Param(k, v) for k, v in params.items()]
+    client.log_batch(parent.run_id, params=mirror_params, tags=[tag(k, v) for k, v in tags.items()])
+
+
+def _optimize(study: optuna.Study, job: Job, mirror: StudyMirror) -> None:
+    """Run trials until the study holds ``n_trials`` finished trials or time runs out."""
+    curves: dict[int, dict[str, list[float]]] = {}
+    lock = threading.Lock()
+    objective = _make_objective(job, curves, lock)
+    callback = _make_trial_callback(job, mirror, curves, lock)
+    n_trials = job.config.n_trials
+    if n_trials is not None:
+        finished = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+        n_trials = max(0, n_trials - finished)
+        if n_trials == 0:
+            _logger.info("Study %s already holds %d finished trials.", job.study_name, finished)
+            return
+    study.optimize(
+        objective,
+        n_trials=n_trials,
+        timeout=job.config.timeout,
+        n_jobs=job.config.n_jobs,
+        catch=(TrialError, ValueError, ArithmeticError),
+        callbacks=[callback],
+        show_progress_bar=sys.stderr.isatty(),
+    )
+
+
+def _make_objective(
+    job: Job, curves: dict[int, dict[str, list[float]]], lock: threading.Lock
+) -> Callable[[optuna.Trial], float]:
+    def objective(trial: optuna.Trial) -> float:
+        values = job.space.suggest(trial)
+        kwargs = job.space.model_kwargs(values)
+        started = time.perf_counter()
+        try:
+            result = evaluate(job, trial, kwargs)
+        except TrialError as exc:
+            trial.set_user_attr(FAIL_REASON_ATTR, str(exc))
+            raise
+        except optuna.TrialPruned:
+            trial.set_user_attr("duration_s", time.perf_counter() - started)
+            raise
+        trial.set_user_attr("duration_s", time.perf_counter() - started)
+        trial.set_user_attr("cv_std", result.std)
+        trial.set_user_attr("cv_scores", list(result.scores))
+        if job.adapter.iterative:
+            trial.set_user_attr("best_iterations", [it for it in result.best_iterations])
+            trial.set_user_attr("stopped_early", list(result.stopped_early))
+            trial.set_user_attr("fit_rows", list(result.fit_rows))
+        with lock:
+            curves[trial.number] = {
+                f"learning_curve_fold{fold}_{result.curve_metric}": list(curve)
+                for fold, curve in enumerate(result.curves)
+                if curve
+            }
+        return result.mean
+
+    return objective
+
+
+def evaluate(job: Job, trial: optuna.Trial | None, kwargs: dict[str, Any]) -> CVResult:
+    """Cross-validate ``kwargs``; report fold scores to the pruner when ``trial`` is given."""
+    from mlflow_hpo.strategy import reporting_hooks
+
+    on_round, on_fold = reporting_hooks(job, trial)
+    return cross_validate(
+        job.adapter,
+        kwargs,
+        job.context,
+        job.dataset.X_train,
+        job.dataset.y_train,
+        job.splitter,
+        job.objective,
+        groups=job.dataset.groups_train,
+        on_round=on_round,
+        on_fold=on_fold,
+    )
+
+
+def _make_trial_callback(
+    job: Job, mirror: StudyMirror, curves: dict[int, dict[str, list[float]]], lock: threading.Lock
+) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        with lock:
+            trial_curves = curves.pop(trial.number, {})
+        best = _best_value(study)
+        mirror.submit(trial_record(job, trial, trial_curves, best))
+        _log_trial(trial, best)
+
+    return callback
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    try:
+        return float(study.best_value)
+    except ValueError:
+        return None
+
+
+def trial_record(
+    job: Job, trial: optuna.trial.FrozenTrial, curves: dict[str, list[float]], best: float | None
+) -> TrialRecord:
+    """Build the child-run content of a finished trial."""
+    attrs = trial.user_attrs
+    params = {name: trial.params.get(name, "inactive") for name in job.space.names}
+    metrics: dict[str, float] = {}
+    if trial.state == optuna.trial.TrialState.COMPLETE and trial.value is not None:
+        metrics[f"cv_{job.objective.name}_mean"] = trial.value
+        metrics[f"cv_{job.objective.name}_std"] = attrs.get("cv_std", float("nan"))
+        for fold, score in enumerate(attrs.get("cv_scores", [])):
+            metrics[f"cv_{job.objective.name}_fold{fold}"] = score
+        iterations = [it for it in attrs.get("best_iterations", []) if it is not None]
+        if iterations:
+            metrics["best_iteration_median"] = float(np.median(iterations))
+    if "duration_s" in attrs:
+        metrics["duration_s"] = attrs["duration_s"]
+    tags: dict[str, str] = {}
+    if trial.state == optuna.trial.TrialState.PRUNED:
+        last_step = trial.last_step
+        tags["mlflow_hpo.pruned_at_step"] = str(last_step)
+        if last_step is not None:
+            metrics["pruned_at_value"] = trial.intermediate_values[last_step]
+    if trial.state == optuna.trial.TrialState.FAIL:
+        tags["mlflow_hpo.fail_reason"] = attrs.get(FAIL_REASON_ATTR, "the objective raised or returned no value")
+    parent_metrics = {"best_so_far": best} if best is not None else {}
+    return TrialRecord(
+        number=trial.number,
+        state=trial.state,
+        params=params,
+        metrics=metrics,
+        tags=tags,
+        curves=curves,
+        start_ms=_ms(trial.datetime_start),
+        end_ms=_ms(trial.datetime_complete),
+        parent_metrics=parent_metrics,
+    )
+
+
+def _ms(moment: Any) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def _log_trial(trial: optuna.trial.FrozenTrial, best: float | None) -> None:
+    if trial.state == optuna.trial.TrialState.FAIL:
+        _logger.warning(
+            "Trial %d failed with params %s: %s",
+            trial.number, trial.params, trial.user_attrs.get(FAIL_REASON_ATTR, "see the traceback above"),
+        )
+        return
+    value = "-" if trial.value is None else f"{trial.value:.6g}"
+    best_text = "-" if best is None else f"{best:.6g}"
+    _logger.info("Trial %d %s: value %s, best so far %s", trial.number, trial.state.name, value, best_text)
+
+
+def _reconcile(study: optuna.Study, job: Job, mirror: StudyMirror) -> None:
+    """Give every finished trial without a child run one (after crashes or other workers)."""
+    mirrored = mirror.mirrored_trials()
+    best = _best_value(study)
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state.is_finished() and trial.number not in mirrored:
+            mirror.submit(trial_record(job, trial, {}, best))
