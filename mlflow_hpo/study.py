@@ -24,10 +24,11 @@ from mlflow_hpo.cv import CVResult, Splitter, choose_splitter, cross_validate
 from mlflow_hpo.data import Dataset, prepare
 from mlflow_hpo.metrics import Objective, resolve_objective
 from mlflow_hpo.models import FitContext, ModelAdapter, get_adapter
+from mlflow_hpo.pruning import make_pruner
 from mlflow_hpo.runs import PARENT_ATTR, ParentRun, attach_parent, close_parent
 from mlflow_hpo.spaces import SearchSpace, builtin_space
 from mlflow_hpo.storage import open_storage, redact_url, storage_url, study_exists
-from mlflow_hpo.strategy import Strategy, choose_strategy, make_pruner
+from mlflow_hpo.strategy import Strategy, choose_strategy
 from mlflow_hpo.tracking import StudyMirror, TrialRecord, tag
 
 _logger = logging.getLogger(__name__)
@@ -271,7 +272,7 @@ def _make_objective(
 
 def evaluate(job: Job, trial: optuna.Trial | None, kwargs: dict[str, Any]) -> CVResult:
     """Cross-validate ``kwargs``; report fold scores to the pruner when ``trial`` is given."""
-    from mlflow_hpo.strategy import reporting_hooks
+    from mlflow_hpo.pruning import reporting_hooks
 
     on_round, on_fold = reporting_hooks(job, trial)
     return cross_validate(
