@@ -74,6 +74,9 @@ class TuneConfig:
         early_stopping_rounds: Patience of boosters' early stopping.
         max_boost_rounds: Cap on boosting rounds; early stopping picks the rest.
         importance: Hyperparameter importance evaluator, or ``none``.
+        select: Rule that picks the trial to refit in a multi-objective study:
+            ``knee`` (default), ``max:<objective>`` or ``min:<objective>``,
+            optionally followed by bounds such as ``|latency<5``.
         experiment_name: MLflow experiment for a run that this job creates.
     """
 
@@ -100,6 +103,7 @@ class TuneConfig:
     early_stopping_rounds: int = 50
     max_boost_rounds: int = 2000
     importance: str = "ped_anova"
+    select: str = "knee"
     experiment_name: str = ""
 
     def __post_init__(self) -> None:
