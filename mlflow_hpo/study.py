@@ -22,7 +22,13 @@ from mlflow_hpo._errors import ConfigError, TrialError
 from mlflow_hpo.config import TuneConfig
 from mlflow_hpo.cv import CVResult, Splitter, choose_splitter, cross_validate
 from mlflow_hpo.data import Dataset, prepare
-from mlflow_hpo.metrics import Objective, resolve_objective
+from mlflow_hpo.metrics import Objective
+from mlflow_hpo.multi_objective import (
+    SecondaryObjective,
+    multi_objective_function,
+    prepare_objectives,
+    trial_metrics,
+)
 from mlflow_hpo.models import FitContext, ModelAdapter, get_adapter
 from mlflow_hpo.pruning import make_pruner
 from mlflow_hpo.runs import PARENT_ATTR, ParentRun, attach_parent, close_parent
@@ -80,22 +86,20 @@ class Job:
     context: FitContext
     study_name: str
     storage_url: str
+    secondary: tuple[SecondaryObjective, ...] = ()
 
 
 def plan(config: TuneConfig) -> Job:
     """Load the data and check every input; raise ConfigError before any run exists."""
     dataset = prepare(config)
-    if config.is_multi_objective:
-        raise ConfigError(
-            f"metric={config.metric!r} names several objectives, which this version does not tune yet; "
-            "pass a single scorer name such as metric=roc_auc."
-        )
-    objective = resolve_objective(config.metric, dataset.task)
+    config, objective, secondary = prepare_objectives(config, dataset.task)
     adapter = get_adapter(config.model, dataset.task)
     space = builtin_space(
         config.model, dataset.task, n_rows=len(dataset.X_train), n_features=dataset.X_train.shape[1]
     )
-    splitter = choose_splitter(config, dataset.task, dataset.y_train, dataset.groups_train)
+    splitter = choose_splitter(
+        config, dataset.task, dataset.y_train, dataset.groups_train, iterative=adapter.iterative
+    )
     strategy = choose_strategy(config, space)
     n_threads = max(1, (os.cpu_count() or 1) // config.n_jobs)
     context = FitContext(
@@ -109,7 +113,7 @@ def plan(config: TuneConfig) -> Job:
     )
     study_name = config.study_name or _new_study_name(dataset.name, config.model)
     tracking_uri = mlflow.get_tracking_uri()
-    return Job(config, dataset, objective, adapter, space, splitter, strategy, context, study_name, storage_url(tracking_uri))
+    return Job(config, dataset, objective, adapter, space, splitter, strategy, context, study_name, storage_url(tracking_uri), secondary)
 
 
 def _new_study_name(dataset: str, model: str) -> str:
@@ -164,7 +168,7 @@ def _create_or_load_study(job: Job, storage: optuna.storages.BaseStorage) -> opt
     study = optuna.create_study(
         storage=storage,
         study_name=job.study_name,
-        direction=job.objective.direction,  # type: ignore[arg-type]
+        directions=[job.objective.direction] + [s.direction for s in job.secondary],
         sampler=job.strategy.sampler,
         pruner=make_pruner(job.config, job.adapter, job.strategy, job.splitter),
         load_if_exists=True,
@@ -217,7 +221,7 @@ def _optimize(study: optuna.Study, job: Job, mirror: StudyMirror) -> None:
     """Run trials until the study holds ``n_trials`` finished trials or time runs out."""
     curves: dict[int, dict[str, list[float]]] = {}
     lock = threading.Lock()
-    objective = _make_objective(job, curves, lock)
+    objective = multi_objective_function(job, _make_objective(job, curves, lock))
     callback = _make_trial_callback(job, mirror, curves, lock)
     n_trials = job.config.n_trials
     if n_trials is not None:
@@ -231,7 +235,8 @@ def _optimize(study: optuna.Study, job: Job, mirror: StudyMirror) -> None:
         n_trials=n_trials,
         timeout=job.config.timeout,
         n_jobs=job.config.n_jobs,
-        catch=(TrialError, ValueError, ArithmeticError),
+        # Any error inside a trial fails only that trial; the study goes on.
+        catch=(Exception,),
         callbacks=[callback],
         show_progress_bar=sys.stderr.isatty(),
     )
@@ -305,7 +310,7 @@ def _make_trial_callback(
 def _best_value(study: optuna.Study) -> float | None:
     try:
         return float(study.best_value)
-    except ValueError:
+    except (ValueError, RuntimeError):  # RuntimeError: a multi-objective study has no single best
         return None
 
 
@@ -316,8 +321,9 @@ def trial_record(
     attrs = trial.user_attrs
     params = {name: trial.params.get(name, "inactive") for name in job.space.names}
     metrics: dict[str, float] = {}
-    if trial.state == optuna.trial.TrialState.COMPLETE and trial.value is not None:
-        metrics[f"cv_{job.objective.name}_mean"] = trial.value
+    if trial.state == optuna.trial.TrialState.COMPLETE and trial.values:
+        metrics[f"cv_{job.objective.name}_mean"] = trial.values[0]
+        metrics.update(trial_metrics(trial))
         metrics[f"cv_{job.objective.name}_std"] = attrs.get("cv_std", float("nan"))
         for fold, score in enumerate(attrs.get("cv_scores", [])):
             metrics[f"cv_{job.objective.name}_fold{fold}"] = score
@@ -359,7 +365,7 @@ def _log_trial(trial: optuna.trial.FrozenTrial, best: float | None) -> None:
             trial.number, trial.params, trial.user_attrs.get(FAIL_REASON_ATTR, "see the traceback above"),
         )
         return
-    value = "-" if trial.value is None else f"{trial.value:.6g}"
+    value = "-" if not trial.values else ", ".join(f"{v:.6g}" for v in trial.values)
     best_text = "-" if best is None else f"{best:.6g}"
     _logger.info("Trial %d %s: value %s, best so far %s", trial.number, trial.state.name, value, best_text)
 
