@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_hpo._errors import HpoError
 from mlflow_hpo.cv import CVResult, refit_rounds
-from mlflow_hpo.report import write_study_report
+from mlflow_hpo.multi_objective import choose_trial
+from mlflow_hpo.report import log_report_outputs, write_study_report
 from mlflow_hpo.runs import ParentRun
 from mlflow_hpo.serving import TunedModel
 
@@ -32,16 +33,17 @@ def finalize(
 
     counts = collections.Counter(t.state.name for t in study.get_trials(deepcopy=False))
     try:
-        best = study.best_trial
+        selection = choose_trial(study, job)
     except ValueError:
         raise HpoError(
             f"study {job.study_name!r} has no completed trial ({dict(counts)}); "
             "see the failed trials' fail_reason tags in MLflow."
         ) from None
 
+    best = selection.trial
     kwargs = job.space.model_kwargs(best.params)
     cv_result = CVResult(
-        scores=tuple(best.user_attrs.get("cv_scores", [best.value])),
+        scores=tuple(best.user_attrs.get("cv_scores", [best.values[0]])),
         best_iterations=tuple(best.user_attrs.get("best_iterations", [])),
         stopped_early=tuple(best.user_attrs.get("stopped_early", [])),
         fit_rows=tuple(best.user_attrs.get("fit_rows", [])),
@@ -52,15 +54,15 @@ def finalize(
     test_score = float(job.objective.scorer(estimator, job.dataset.X_test, job.dataset.y_test))
     _logger.info(
         "Best trial %d: CV %s %.6g (std %.3g); held-out test %.6g.",
-        best.number, job.objective.name, best.value, cv_result.std, test_score,
+        best.number, job.objective.name, best.values[0], cv_result.std, test_score,
     )
 
     name = job.objective.name
     summary_metrics = {
-        f"best_cv_{name}_mean": float(best.value),  # type: ignore[arg-type]
+        f"best_cv_{name}_mean": float(best.values[0]),
         f"best_cv_{name}_std": cv_result.std,
         f"test_{name}": test_score,
-        f"cv_minus_test_{name}": float(best.value) - test_score,  # type: ignore[arg-type]
+        f"cv_minus_test_{name}": float(best.values[0]) - test_score,
         "wall_time_s": wall_time,
         "best_trial_number": float(best.number),
         **{f"n_trials_{state.lower()}": float(n) for state, n in counts.items()},
@@ -73,7 +75,7 @@ def finalize(
         "best_trial": best.number,
         "params": dict(best.params),
         "model_kwargs": kwargs,
-        "cv_mean": best.value,
+        "cv_mean": best.values[0],
         "cv_std": cv_result.std,
         "cv_scores": list(cv_result.scores),
         "cv_scheme": job.splitter.scheme,
@@ -84,10 +86,12 @@ def finalize(
         "fold_best_iterations": list(cv_result.best_iterations),
         "wall_time_s": wall_time,
         "counts": dict(counts),
+        "selection": selection.reason,
     }
     with tempfile.TemporaryDirectory() as folder:
-        write_study_report(study, job, details, Path(folder))
+        report_metrics = write_study_report(study, job, details, Path(folder))
         client.log_artifacts(parent.run_id, folder)
+    log_report_outputs(client, parent.run_id, study, report_metrics)
 
     model_uri, registered_name, version = "", "", None
     from mlflow_hpo.registry import log_and_register
@@ -97,7 +101,7 @@ def finalize(
         study_name=job.study_name,
         parent_run_id=parent.run_id,
         best_params=dict(best.params),
-        best_cv_mean=float(best.value),  # type: ignore[arg-type]
+        best_cv_mean=float(best.values[0]),
         best_cv_std=cv_result.std,
         test_score=test_score,
         metric=name,

@@ -80,9 +80,7 @@ def attach_parent(
     if stored_parent:
         run = client.get_run(stored_parent)
         if outer and outer != stored_parent:
-            client.set_tag(outer, TAG_ROLE, "worker")
-            client.set_tag(outer, TAG_STUDY, study_name)
-            client.set_tag(outer, TAG_PARENT_POINTER, stored_parent)
+            _tag_worker_run(client, outer, study_name=study_name, parent_run_id=stored_parent)
         reopened = run.info.status != RunStatus.to_string(RunStatus.RUNNING)
         if reopened:
             client.update_run(stored_parent, status="RUNNING")
@@ -95,6 +93,26 @@ def attach_parent(
         return ParentRun(outer, experiment_id, owned=False)
     run = client.create_run(experiment_id, tags={TAG_RUN_NAME: study_name, TAG_ROLE: "study", TAG_STUDY: study_name})
     return ParentRun(run.info.run_id, experiment_id, owned=True)
+
+
+def attach_worker(client: MlflowClient, *, study_name: str, parent_run_id: str) -> ParentRun:
+    """Return the parent run for a worker process, which neither re-opens nor ends it.
+
+    If the worker runs inside another run (``mlflow run`` always creates
+    one), that run is tagged as a worker of the study and points to the
+    parent; it holds no trials and ends with the worker.
+    """
+    run = client.get_run(parent_run_id)
+    outer = outer_run_id()
+    if outer and outer != parent_run_id:
+        _tag_worker_run(client, outer, study_name=study_name, parent_run_id=parent_run_id)
+    return ParentRun(parent_run_id, run.info.experiment_id, owned=False, resumed=True)
+
+
+def _tag_worker_run(client: MlflowClient, run_id: str, *, study_name: str, parent_run_id: str) -> None:
+    client.set_tag(run_id, TAG_ROLE, "worker")
+    client.set_tag(run_id, TAG_STUDY, study_name)
+    client.set_tag(run_id, TAG_PARENT_POINTER, parent_run_id)
 
 
 def close_parent(client: MlflowClient, parent: ParentRun, *, failed: bool) -> None:

@@ -11,9 +11,16 @@ logs every ``-P`` value in clear text.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import logging
 import os
 import re
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import optuna
@@ -28,6 +35,10 @@ JOURNAL_FILE_NAME = "mlflow_hpo.journal"
 # without a heartbeat for HEARTBEAT_GRACE seconds is failed as stale.
 HEARTBEAT_INTERVAL = 30
 HEARTBEAT_GRACE = 120
+# Seconds a SQLite connection waits for another process's write lock before
+# raising "database is locked"; Optuna's writes are short, so several
+# processes sharing one file queue up instead of failing.
+SQLITE_BUSY_TIMEOUT = 60
 
 _PASSWORD_IN_URL = re.compile(r"(?P<scheme>[a-zA-Z][\w+.\-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@")
 
@@ -35,6 +46,22 @@ _PASSWORD_IN_URL = re.compile(r"(?P<scheme>[a-zA-Z][\w+.\-]*://)(?P<user>[^:/@\s
 def redact_url(text: str) -> str:
     """Replace the password of every URL in ``text`` with ``***``."""
     return _PASSWORD_IN_URL.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Logging filter that removes URL passwords from every record it passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_url(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            if redact_url(str(exc)) != str(exc):
+                record.exc_info, record.exc_text = None, None
+                record.msg = f"{record.msg} ({type(exc).__name__}: {redact_url(str(exc))})"
+        return True
 
 
 def default_storage_url(tracking_uri: str) -> str:
@@ -55,8 +82,12 @@ def storage_url(tracking_uri: str) -> str:
     return os.environ.get(STORAGE_ENV, "").strip() or default_storage_url(tracking_uri)
 
 
-def open_storage(url: str) -> BaseStorage:
-    """Open ``url`` as an Optuna storage: a database URL or a journal file path."""
+def open_storage(url: str, *, failed_trial_callback: Any = None) -> BaseStorage:
+    """Open ``url`` as an Optuna storage: a database URL or a journal file path.
+
+    ``failed_trial_callback(study, trial)`` runs for each trial that a
+    database storage fails because its heartbeat stopped.
+    """
     scheme = urlsplit(url).scheme
     if "://" in url and scheme not in ("file",):
         if not scheme.startswith(("sqlite", "postgresql", "mysql", "oracle", "mssql")):
@@ -64,13 +95,22 @@ def open_storage(url: str) -> BaseStorage:
                 f"unsupported storage URL {redact_url(url)!r} in {STORAGE_ENV}; "
                 "use postgresql://user@host/db, sqlite:///path.db or a journal file path."
             )
+        is_sqlite = scheme.startswith("sqlite")
+        engine_kwargs: dict[str, Any] = (
+            {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}} if is_sqlite else {"pool_pre_ping": True}
+        )
+        # Several processes creating the schema of a new SQLite file at once
+        # collide on CREATE TABLE, so the first one creates it under a file lock.
+        init_lock = _file_lock(Path(_sqlite_path(url) + ".init.lock")) if is_sqlite else contextlib.nullcontext()
         try:
-            return RDBStorage(
-                url,
-                heartbeat_interval=HEARTBEAT_INTERVAL,
-                grace_period=HEARTBEAT_GRACE,
-                engine_kwargs={"pool_pre_ping": True} if not scheme.startswith("sqlite") else None,
-            )
+            with init_lock:
+                return RDBStorage(
+                    url,
+                    heartbeat_interval=HEARTBEAT_INTERVAL,
+                    grace_period=HEARTBEAT_GRACE,
+                    failed_trial_callback=failed_trial_callback,
+                    engine_kwargs=engine_kwargs,
+                )
         except Exception as exc:  # SQLAlchemy and driver errors have no common base
             reason = redact_url(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
             raise ConfigError(
@@ -89,3 +129,70 @@ def open_storage(url: str) -> BaseStorage:
 
 def study_exists(storage: BaseStorage, name: str) -> bool:
     return name in optuna.study.get_all_study_names(storage)
+
+
+def _sqlite_path(url: str) -> str:
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    return path.split("?", 1)[0] if path and path != ":memory:" else str(Path.cwd() / "optuna-sqlite")
+
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+_ENGINES: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def study_lock(url: str, study_name: str, purpose: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``study_name`` for ``purpose`` across threads and processes.
+
+    Journal files and SQLite databases are locked with ``flock`` on a file
+    beside them, so the lock holds for the processes of one machine.
+    PostgreSQL uses a session advisory lock, which holds across machines.
+    The operating system or the database releases both when the holder dies.
+    """
+    key = f"{url}|{study_name}|{purpose}"
+    with _THREAD_LOCKS_GUARD:
+        thread_lock = _THREAD_LOCKS.setdefault(key, threading.Lock())
+    with thread_lock:
+        scheme = urlsplit(url).scheme if "://" in url else ""
+        if scheme.startswith("postgresql"):
+            with _advisory_lock(url, f"{study_name}|{purpose}"):
+                yield
+        elif scheme.startswith("sqlite"):
+            with _file_lock(Path(f"{_sqlite_path(url)}.{purpose}.lock")):
+                yield
+        elif scheme in ("", "file"):
+            path = url[len("file://") :] if url.startswith("file://") else url
+            with _file_lock(Path(f"{path}.{purpose}.lock")):
+                yield
+        else:
+            # NOTE: MySQL and other databases get no cross-process lock, so
+            # only one process per study is safe on them.
+            yield
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _advisory_lock(url: str, name: str) -> Iterator[None]:
+    import sqlalchemy
+
+    engine = _ENGINES.get(url)
+    if engine is None:
+        engine = _ENGINES[url] = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    # pg_advisory_lock takes a signed 64-bit key.
+    key = int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        try:
+            yield
+        finally:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})

@@ -23,13 +23,13 @@ from mlflow_hpo.config import TuneConfig
 from mlflow_hpo.cv import CVResult, Splitter, choose_splitter, cross_validate
 from mlflow_hpo.data import Dataset, prepare
 from mlflow_hpo.metrics import Objective
+from mlflow_hpo.models import FitContext, ModelAdapter, get_adapter
 from mlflow_hpo.multi_objective import (
     SecondaryObjective,
     multi_objective_function,
     prepare_objectives,
     trial_metrics,
 )
-from mlflow_hpo.models import FitContext, ModelAdapter, get_adapter
 from mlflow_hpo.pruning import make_pruner
 from mlflow_hpo.runs import PARENT_ATTR, ParentRun, attach_parent, close_parent
 from mlflow_hpo.spaces import SearchSpace, builtin_space
@@ -168,7 +168,7 @@ def _create_or_load_study(job: Job, storage: optuna.storages.BaseStorage) -> opt
     study = optuna.create_study(
         storage=storage,
         study_name=job.study_name,
-        directions=[job.objective.direction] + [s.direction for s in job.secondary],
+        directions=[job.objective.direction] + [s.direction for s in job.secondary],  # type: ignore[arg-type]
         sampler=job.strategy.sampler,
         pruner=make_pruner(job.config, job.adapter, job.strategy, job.splitter),
         load_if_exists=True,

@@ -4,12 +4,19 @@ Optuna's storage is the source of truth. Each finished trial becomes one
 child run of the study's parent run, written by run id through
 `MlflowClient` (never through the global active-run stack) from a
 background thread, so tracking latency does not slow the trials down. A
-child run is created only once its trial has finished, so a crash never
-leaves a RUNNING child behind.
+child run is created only once its trial has finished.
+
+Every process of a study may mirror any trial (its own as they finish,
+others' when it reconciles), so each write holds a study-wide lock while
+it checks for an existing child and creates one only if there is none. A
+child that a crash left RUNNING half-written is completed by the next write.
+When the tracking server is unreachable, writes are retried in the
+background for up to ``OUTAGE_LIMIT_S`` seconds of continuous failure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -18,7 +25,8 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import optuna
@@ -50,7 +58,15 @@ _STATUS_OF_STATE = {
 # Characters that every MLflow store accepts in metric and param keys,
 # Windows servers included (colons are rejected there).
 _BAD_KEY_CHARS = re.compile(r"[^/\w.\- ]")
-_WRITE_ATTEMPTS = 5
+# Attempts for a write that failed with a non-transient error.
+_WRITE_ATTEMPTS = 3
+# Seconds of continuous write failures after which queued trials are given
+# up (logged as errors) instead of retried; the next reconcile writes them.
+OUTAGE_LIMIT_S = 600.0
+_MAX_RETRY_DELAY_S = 10.0
+# MLflow error codes of failures that may pass: server down, overloaded or
+# restarting, and store errors such as a locked SQLite file.
+_TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED", "ABORTED"}
 
 
 def safe_key(name: str) -> str:
@@ -98,8 +114,17 @@ class TrialRecord:
 class StudyMirror:
     """Writes finished trials as child runs of ``parent_run_id`` in the background."""
 
-    def __init__(self, client: MlflowClient, *, experiment_id: str, parent_run_id: str, study_name: str) -> None:
+    def __init__(
+        self,
+        client: MlflowClient,
+        *,
+        experiment_id: str,
+        parent_run_id: str,
+        study_name: str,
+        lock: Callable[[], AbstractContextManager[Any]] | None = None,
+    ) -> None:
         self.client = client
+        self._study_lock = lock or contextlib.nullcontext
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.study_name = study_name
@@ -109,6 +134,8 @@ class StudyMirror:
         self._queue: queue.Queue[TrialRecord | None] = queue.Queue()
         self._thread = threading.Thread(target=self._drain, name="mlflow-hpo-mirror", daemon=True)
         self._errors = 0
+        self._failing_since: float | None = None
+        self._logged_mapping: dict[str, str] = {}
         self._thread.start()
 
     def mirrored_trials(self) -> set[int]:
@@ -139,10 +166,24 @@ class StudyMirror:
             self._mirrored.add(record.number)
         self._queue.put(record)
 
+    @property
+    def errors(self) -> int:
+        """Number of trials that could not be written."""
+        return self._errors
+
     def close(self, timeout: float | None = None) -> None:
-        """Write everything queued, then stop the writer thread."""
-        self._queue.put(None)
-        self._thread.join(timeout)
+        """Write everything queued, then stop the writer thread and record the key mapping."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+        if self._thread.is_alive() or self.key_mapping == self._logged_mapping:
+            return
+        mapping = dict(self.key_mapping)
+        try:
+            self.client.log_dict(self.parent_run_id, mapping, "key_mapping.json")
+            self._logged_mapping = mapping
+        except Exception as exc:  # noqa: BLE001 - tracking must never stop the study
+            _logger.warning("Could not log key_mapping.json to run %s: %s", self.parent_run_id, _redact(exc))
 
     def _drain(self) -> None:
         while True:
@@ -151,27 +192,56 @@ class StudyMirror:
                 return
             try:
                 self._with_retries(self._write, record)
-            except Exception:  # noqa: BLE001 - tracking must never stop the study
+            except Exception as exc:  # noqa: BLE001 - tracking must never stop the study
                 self._errors += 1
-                _logger.exception("Failed to write trial %d to MLflow; the study goes on.", record.number)
+                with self._lock:
+                    self._mirrored.discard(record.number)
+                _logger.error(
+                    "Failed to write trial %d to MLflow (%s); the study goes on and the next "
+                    "run of this study writes it.", record.number, _redact(exc),
+                )
 
     def _with_retries(self, action: Any, record: TrialRecord) -> None:
         delay = 0.5
-        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 action(record)
+                self._failing_since = None
                 return
-            except MlflowException as exc:
-                if attempt == _WRITE_ATTEMPTS or "RESOURCE_ALREADY_EXISTS" in str(exc.error_code):
+            except Exception as exc:
+                now = time.monotonic()
+                if self._failing_since is None:
+                    self._failing_since = now
+                transient = _is_transient(exc)
+                if not transient and attempt >= _WRITE_ATTEMPTS:
+                    raise
+                if transient and now - self._failing_since > OUTAGE_LIMIT_S:
                     raise
                 _logger.warning(
-                    "MLflow write for trial %d failed (attempt %d of %d): %s; retrying in %.1f s.",
-                    record.number, attempt, _WRITE_ATTEMPTS, exc, delay,
+                    "MLflow write for trial %d failed (attempt %d): %s; retrying in %.1f s.",
+                    record.number, attempt, _redact(exc), delay,
                 )
                 time.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, _MAX_RETRY_DELAY_S)
+
+    def _find_child(self, number: int) -> Any:
+        query = f"tags.`{TAG_PARENT}` = '{self.parent_run_id}' and tags.`{TAG_TRIAL}` = '{number}'"
+        runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=10)
+        finished = [run for run in runs if run.info.status != "RUNNING"]
+        candidates = finished or runs
+        return candidates[0] if candidates else None
 
     def _write(self, record: TrialRecord) -> None:
+        with self._study_lock():
+            existing = self._find_child(record.number)
+            if existing is not None and existing.info.status != "RUNNING":
+                return
+            run_id = None if existing is None else existing.info.run_id
+            self._write_child(record, run_id)
+
+    def _write_child(self, record: TrialRecord, run_id: str | None) -> None:
         tags = {
             TAG_PARENT: self.parent_run_id,
             TAG_RUN_NAME: trial_run_name(record.number),
@@ -180,7 +250,10 @@ class StudyMirror:
             TAG_STATE: record.state.name,
             **record.tags,
         }
-        run = self.client.create_run(self.experiment_id, start_time=record.start_ms, tags=tags)
+        if run_id is None:
+            run_id = self.client.create_run(self.experiment_id, start_time=record.start_ms, tags=tags).info.run_id
+        else:
+            self.log_batch(run_id, tags=[tag(k, v) for k, v in tags.items()])
         now_ms = int(time.time() * 1000)
         metrics = [
             Metric(self._key(k), float(v), now_ms, 0) for k, v in record.metrics.items() if _finite(v)
@@ -189,9 +262,9 @@ class StudyMirror:
             key = self._key(name)
             metrics.extend(Metric(key, float(v), now_ms, step) for step, v in enumerate(curve) if _finite(v))
         params = [Param(self._key(k), safe_value(v)) for k, v in record.params.items()]
-        self.log_batch(run.info.run_id, metrics=metrics, params=params)
+        self.log_batch(run_id, metrics=metrics, params=params)
         status = _STATUS_OF_STATE.get(record.state, "FAILED")
-        self.client.set_terminated(run.info.run_id, status=status, end_time=record.end_ms)
+        self.client.set_terminated(run_id, status=status, end_time=record.end_ms)
         if record.parent_metrics:
             parent_metrics = [
                 Metric(self._key(k), float(v), now_ms, record.number)
@@ -221,15 +294,47 @@ class StudyMirror:
         entities = [("p", p) for p in param_list] + [("t", t) for t in tag_list]
         for start in range(0, len(entities), MAX_PARAMS_TAGS_PER_BATCH):
             chunk = entities[start : start + MAX_PARAMS_TAGS_PER_BATCH]
-            self.client.log_batch(
-                run_id,
-                params=[e for kind, e in chunk if kind == "p"],  # type: ignore[misc]
-                tags=[e for kind, e in chunk if kind == "t"],  # type: ignore[misc]
-            )
+            chunk_params: list[Param] = [e for kind, e in chunk if kind == "p"]  # type: ignore[misc]
+            chunk_tags: list[RunTag] = [e for kind, e in chunk if kind == "t"]  # type: ignore[misc]
+            try:
+                self.client.log_batch(run_id, params=chunk_params, tags=chunk_tags)
+            except MlflowException as exc:
+                if exc.error_code != "INVALID_PARAMETER_VALUE" or not chunk_params:
+                    raise
+                self._log_params_keeping_existing(run_id, chunk_params, chunk_tags)
+
+    def _log_params_keeping_existing(self, run_id: str, params: list[Param], tags: list[RunTag]) -> None:
+        """Log params that the run does not hold yet; warn about keys logged with another value.
+
+        MLflow never changes a logged param, so when another logger (such
+        as autologging) already wrote a key, its value stays and the
+        conflict is a warning.
+        """
+        existing = self.client.get_run(run_id).data.params
+        fresh = [p for p in params if p.key not in existing]
+        for param in params:
+            if param.key in existing and existing[param.key] != param.value:
+                _logger.warning(
+                    "Param %r of run %s was already logged as %r by another logger; keeping it, "
+                    "the tuner's value was %r.", param.key, run_id, existing[param.key], param.value,
+                )
+        self.client.log_batch(run_id, params=fresh, tags=tags)
 
 
 def tag(key: str, value: Any) -> RunTag:
     return RunTag(key, safe_value(value, MAX_TAG_VAL_LENGTH))
+
+
+def _is_transient(exc: Exception) -> bool:
+    if isinstance(exc, MlflowException):
+        return exc.error_code in _TRANSIENT_CODES
+    return True
+
+
+def _redact(exc: Exception) -> str:
+    from mlflow_hpo.storage import redact_url
+
+    return redact_url(str(exc))
 
 
 def _finite(value: Any) -> bool:
