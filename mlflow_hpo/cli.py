@@ -25,7 +25,7 @@ _HELP = {
     "target": "target column (default: the dataset's target, or a file's last column)",
     "task": "auto, binary, multiclass or regression",
     "model": "model family, e.g. lightgbm, xgboost, random_forest, logistic_regression",
-    "metric": "scikit-learn scorer name, or auto",
+    "metric": "scikit-learn scorer name, or auto; comma-separated names (e.g. roc_auc,latency) make a multi-objective study",
     "strategy": "auto, grid, random or tpe",
     "n_trials": "number of finished trials the study should hold",
     "timeout": "time budget of the search in seconds (0: no limit)",
@@ -39,6 +39,8 @@ _HELP = {
     "study_name": "Optuna study name; reuse it to resume a study",
     "register_model": "registered model name; auto derives one, empty skips",
     "config": "YAML file with options and an optional space: section",
+    "importance": "hyperparameter importance evaluator: ped_anova, fanova or none",
+    "select": "multi-objective rule for the model to register: knee, max:<objective> or min:<objective>, then optional |<objective><op><number> bounds",
 }
 
 
@@ -56,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     tune_parser = sub.add_parser("tune", help="run a tuning study")
     _add_tune_arguments(tune_parser)
+    report_parser = sub.add_parser("report", help="rebuild the report artifacts of a stored study")
+    report_parser.add_argument("--study-name", required=True, help="Optuna study name")
+    destination = report_parser.add_mutually_exclusive_group(required=True)
+    destination.add_argument("--run-id", default="", help="MLflow run that receives the artifacts")
+    destination.add_argument("--output", default="", help="folder that receives the artifacts")
     return parser
 
 
@@ -97,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"held-out {result.test_score:.6g}, parent run {result.parent_run_id}"
                 + (f", registered {result.registered_model} v{result.registered_version}" if result.registered_version else "")
             )
+        if args.command == "report":
+            from mlflow_hpo.report import regenerate_report
+
+            print(f"report of study {args.study_name} written to {regenerate_report(args.study_name, run_id=args.run_id, output=args.output)}")
         return 0
     except ConfigError as exc:
         _fail_outer_run()

@@ -1,166 +1,227 @@
-"""Study report files: best config, trial table, summary and plots."""
+"""Report tables: best config, trial table, top trials and summary."""
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import shlex
-import warnings
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 
-from mlflow_hpo.storage import redact_url
+from mlflow_hpo.multi_objective import pareto_ranks
+from mlflow_hpo.report._context import ReportContext
 
-if TYPE_CHECKING:
-    from mlflow_hpo.study import Job
-
-_logger = logging.getLogger(__name__)
 TOP_TRIALS = 20
+# Options that `mlflow run` cannot take or that must not be replayed as given.
+_NOT_REPLAYED = ("experiment_name", "study_name", "n_trials", "timeout")
 
 
-def replay_command(job: Job) -> str:
-    """Return the ``mlflow run`` command that runs this study's configuration again."""
-    params = job.config.to_params()
-    params["study_name"] = job.study_name + "-replay"
+def replay_command(ctx: ReportContext, trial_number: int | None = None) -> str:
+    """Return the ``mlflow run`` command that runs trial ``trial_number`` of this study again.
+
+    With the same data, seed and options, a sequential study proposes the
+    same trials in the same order, so the first ``trial_number + 1`` trials
+    of a new study end with the same configuration.
+    """
     parts = ["mlflow", "run", ".", "--env-manager", "local"]
-    for key, value in params.items():
-        if key in ("experiment_name",) or value == "":
+    for key, value in ctx.config.items():
+        if key in _NOT_REPLAYED or value == "":
             continue
         parts += ["-P", f"{key}={value}"]
+    if trial_number is not None:
+        parts += ["-P", f"n_trials={trial_number + 1}"]
+    parts += ["-P", f"study_name={ctx.study_name}-replay"]
     return shlex.join(parts)
 
 
-def trials_frame(study: optuna.Study, job: Job) -> pd.DataFrame:
-    """Return one row per trial: number, state, params, value, CV std, duration, pruning step."""
+def trials_frame(study: optuna.Study, ctx: ReportContext) -> pd.DataFrame:
+    """Return one row per trial: number, state, values, CV std, duration, pruning step, params."""
     rows = []
+    names = list(ctx.param_names)
     for trial in study.get_trials(deepcopy=False):
-        row: dict[str, Any] = {"number": trial.number, "state": trial.state.name, "value": trial.value}
+        names += [name for name in trial.params if name not in names]
+    for trial in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
+        for index in range(len(ctx.objectives)):
+            row[ctx.value_column(index)] = trial.values[index] if trial.values else None
         row["cv_std"] = trial.user_attrs.get("cv_std")
         row["duration_s"] = trial.user_attrs.get("duration_s")
         row["pruned_at_step"] = trial.last_step if trial.state == optuna.trial.TrialState.PRUNED else None
         row["fail_reason"] = trial.user_attrs.get("fail_reason")
-        for name in job.space.names:
+        for name in names:
             row[f"param_{name}"] = trial.params.get(name)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def write_study_report(study: optuna.Study, job: Job, details: dict[str, Any], folder: Path) -> None:
-    """Write the parent run's artifacts into ``folder``."""
-    best_config = {
-        "study_name": job.study_name,
-        "model": job.config.model,
-        "metric": job.objective.name,
-        "params": details["params"],
-        "model_kwargs": _jsonable(details["model_kwargs"]),
+def ranked_trials(frame: pd.DataFrame, ctx: ReportContext) -> pd.DataFrame:
+    """Return completed trials, best first: by value, or by Pareto rank then the first objective."""
+    columns = [ctx.value_column(i) for i in range(len(ctx.objectives))]
+    complete = frame[(frame["state"] == "COMPLETE") & frame[columns].notna().all(axis=1)].copy()
+    first_ascending = ctx.directions[0] == "minimize"
+    if not ctx.is_multi_objective:
+        return complete.sort_values(columns[0], ascending=first_ascending, kind="stable")
+    values = complete[columns].to_numpy(dtype=float)
+    complete.insert(2, "pareto_rank", pareto_ranks(values, ctx.directions) if len(values) else [])
+    return complete.sort_values(["pareto_rank", columns[0]], ascending=[True, first_ascending], kind="stable")
+
+
+def best_config(ctx: ReportContext) -> dict[str, Any]:
+    """Return the content of best_config.json."""
+    details = ctx.details
+    trial_number = details.get("best_trial")
+    config: dict[str, Any] = {
+        "study_name": ctx.study_name,
+        "model": ctx.config.get("model", ""),
+        "metric": ctx.objectives[0],
+        "objectives": dict(zip(ctx.objectives, ctx.directions, strict=True)),
+        "trial_number": trial_number,
+        "params": details.get("params"),
+        "model_kwargs": details.get("model_kwargs"),
         "cv": {
-            "scheme": details["cv_scheme"],
-            "n_splits": details["n_splits"],
-            "mean": details["cv_mean"],
-            "std": details["cv_std"],
-            "fold_scores": details["cv_scores"],
+            "scheme": details.get("cv_scheme"),
+            "n_splits": details.get("n_splits"),
+            "mean": details.get("cv_mean"),
+            "std": details.get("cv_std"),
+            "fold_scores": details.get("cv_scores"),
         },
-        "test_score": details["test_score"],
-        "refit_n_estimators": details["refit_n_estimators"],
-        "refit_rule": details["refit_rule"],
-        "fold_best_iterations": details["fold_best_iterations"],
-        "seed": job.config.seed,
-        "replay_command": replay_command(job),
+        "objective_values": details.get("objective_values"),
+        "test_score": details.get("test_score"),
+        "refit_n_estimators": details.get("refit_n_estimators"),
+        "refit_rule": details.get("refit_rule"),
+        "fold_best_iterations": details.get("fold_best_iterations"),
+        "selection": details.get("selection"),
+        "seed": ctx.config.get("seed"),
+        "replay_command": replay_command(ctx, trial_number),
     }
-    (folder / "best_config.json").write_text(json.dumps(best_config, indent=2, default=str) + "\n")
-
-    frame = trials_frame(study, job)
-    frame.to_csv(folder / "trials.csv", index=False)
-    (folder / "top_trials.md").write_text(_top_trials_markdown(frame))
-    (folder / "summary.md").write_text(_summary_markdown(study, job, details))
-    _write_plots(study, folder / "plots")
+    return config
 
 
-def _top_trials_markdown(frame: pd.DataFrame) -> str:
-    complete = frame[frame["state"] == "COMPLETE"].sort_values("value", ascending=False).head(TOP_TRIALS)
-    columns = ["number", "value", "cv_std", "duration_s"] + [c for c in frame.columns if c.startswith("param_")]
-    lines = [f"# Top {len(complete)} trials", "", "| rank | " + " | ".join(columns) + " |"]
-    lines.append("|" + " --- |" * (len(columns) + 1))
-    for rank, (_, row) in enumerate(complete.iterrows(), start=1):
-        cells = [_cell(row[c]) for c in columns]
-        lines.append(f"| {rank} | " + " | ".join(cells) + " |")
+def top_trials_markdown(ranked: pd.DataFrame, ctx: ReportContext) -> str:
+    """Return top_trials.md: the best ``TOP_TRIALS`` completed trials as a ranked table."""
+    top = ranked.head(TOP_TRIALS)
+    values = [ctx.value_column(i) for i in range(len(ctx.objectives))]
+    extra = ["pareto_rank"] if ctx.is_multi_objective else []
+    params = [c for c in ranked.columns if c.startswith("param_")]
+    columns = ["number", *extra, *values, "cv_std", "duration_s", *params]
+    order = "Pareto rank, then " if ctx.is_multi_objective else ""
+    lines = [
+        f"# Top {len(top)} trials of {ctx.study_name}",
+        "",
+        f"Ranked by {order}{ctx.objectives[0]} ({ctx.directions[0]}d); only completed trials.",
+        "",
+        "| rank | " + " | ".join(columns) + " |",
+        "|" + " --- |" * (len(columns) + 1),
+    ]
+    for rank, (_, row) in enumerate(top.iterrows(), start=1):
+        lines.append(f"| {rank} | " + " | ".join(_cell(row[c]) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _summary_markdown(study: optuna.Study, job: Job, details: dict[str, Any]) -> str:
-    name = job.objective.name
-    gap = details["cv_mean"] - details["test_score"]
-    counts = ", ".join(f"{state}: {n}" for state, n in sorted(details["counts"].items()))
+def summary_markdown(study: optuna.Study, ctx: ReportContext, importance: dict[str, Any]) -> str:
+    """Return summary.md: how the study ran and how good its winner is."""
+    trials = study.get_trials(deepcopy=False)
+    details = ctx.details
+    counts = details.get("counts") or _state_counts(trials)
+    objectives = ", ".join(f"{n} ({d}d)" for n, d in zip(ctx.objectives, ctx.directions, strict=True))
     lines = [
-        f"# Study {job.study_name}",
+        f"# Study {ctx.study_name}",
         "",
-        f"- Data: `{job.config.data}` ({job.dataset.task}, {len(job.dataset.X_train)} training rows, "
-        f"{len(job.dataset.X_test)} held-out rows, digest {job.dataset.digest})",
-        f"- Model: {job.config.model}; metric: {name} (maximized)",
-        f"- Strategy: {job.strategy.name} ({job.strategy.reason})",
-        f"- Sampler: {type(study.sampler).__name__}, seed {job.config.seed}",
-        f"- Pruner: {type(study.pruner).__name__}",
-        f"- Cross-validation: {details['cv_scheme']}, {details['n_splits']} splits",
-        f"- Storage: `{redact_url(job.storage_url)}`",
-        f"- Trials by state: {counts}",
-        f"- Wall time: {details['wall_time_s']:.1f} s",
-        "",
-        "## Scores of the winner",
-        "",
+        *([f"- Data: {ctx.data}"] if ctx.data else []),
+        f"- Model: {ctx.config.get('model', 'unknown')}; objectives: {objectives}",
+        f"- Strategy: {ctx.strategy}" + (f" ({ctx.strategy_reason})" if ctx.strategy_reason else ""),
+        f"- Sampler: {ctx.sampler}, seed {ctx.seed}",
+        f"- Pruner: {ctx.pruner}",
+    ]
+    if details.get("cv_scheme"):
+        lines.append(f"- Cross-validation: {details['cv_scheme']}, {details.get('n_splits')} splits")
+    if ctx.storage:
+        lines.append(f"- Storage: `{ctx.storage}`")
+    lines += [
+        f"- Trials by state: {', '.join(f'{state}: {n}' for state, n in sorted(counts.items()))}",
+        f"- Wall time: {_wall_time(details, trials)}",
+        f"- Importance: {_importance_line(importance)}",
+    ]
+    for name in ctx.objectives[1:]:
+        if ctx.objective_method(name):
+            lines.append(f"- {name}: {ctx.objective_method(name)}")
+    lines += ["", *_scores_section(ctx)]
+    if details.get("registry"):
+        lines += ["", *details["registry"]]
+    return "\n".join(lines) + "\n"
+
+
+def _scores_section(ctx: ReportContext) -> list[str]:
+    details = ctx.details
+    name = ctx.objectives[0]
+    if details.get("cv_mean") is None:
+        return ["No final model was refit for this study, so there is no held-out score."]
+    lines = ["## Scores of the winner", ""]
+    if details.get("selection"):
+        lines += [f"Selection: {details['selection']}", ""]
+    lines += [
         "| estimate | value |",
         "| --- | --- |",
-        f"| best CV {name} (mean over folds) | {details['cv_mean']:.6g} |",
-        f"| best CV {name} (std over folds) | {details['cv_std']:.3g} |",
-        f"| held-out test {name} (refit winner, used once) | {details['test_score']:.6g} |",
-        f"| CV minus held-out | {gap:.3g} |",
-        "",
-        "The best CV score is optimistic: it is the maximum over many trials.",
-        "The held-out score is the unbiased estimate of the refit winner.",
-        "",
-        f"Refit: {details['refit_rule']}"
-        + (f" -> {details['refit_n_estimators']} rounds." if details["refit_n_estimators"] else "."),
-        "",
+        f"| trial | {details.get('best_trial')} |",
+        f"| CV {name} of the winner (mean over folds) | {_cell(details['cv_mean'])} |",
+        f"| CV {name} of the winner (std over folds) | {_cell(details.get('cv_std'))} |",
     ]
-    return "\n".join(lines)
+    for objective, value in (details.get("objective_values") or {}).items():
+        if objective != name:
+            lines.append(f"| {objective} of the winner | {_cell(value)} |")
+    test = details.get("test_score")
+    if test is not None:
+        lines += [
+            f"| held-out test {name} (refit winner, used once) | {_cell(test)} |",
+            f"| CV minus held-out | {_cell(details['cv_mean'] - test)} |",
+        ]
+    lines += [
+        "",
+        "The winner's CV score is optimistic: it is the best of many trials on the same folds.",
+        "The held-out score of the refit winner is the unbiased estimate.",
+    ]
+    if details.get("refit_rule"):
+        rounds = details.get("refit_n_estimators")
+        lines += ["", f"Refit: {details['refit_rule']}" + (f" -> {rounds} rounds." if rounds else ".")]
+    return lines
 
 
-def _write_plots(study: optuna.Study, folder: Path) -> None:
-    """Write the optimization history as PNG and HTML; a plot failure never fails the study."""
-    folder.mkdir(parents=True, exist_ok=True)
-    completed = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    if not completed:
-        return
-    try:
-        import matplotlib
+def _importance_line(importance: dict[str, Any]) -> str:
+    if importance.get("skipped"):
+        return f"skipped ({importance['skipped']})"
+    ranked = list(importance.get("importances", {}).items())[:3]
+    top = ", ".join(f"{name} {value:.2f}" for name, value in ranked)
+    return f"{importance.get('evaluator')}; top: {top} (see importance.json)"
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from optuna.visualization import matplotlib as optuna_matplotlib
-        from optuna.visualization import plot_optimization_history
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            axes = optuna_matplotlib.plot_optimization_history(study)
-        plot_optimization_history(study).write_html(folder / "optimization_history.html", include_plotlyjs=True)
-        figure = axes.get_figure(root=True)
-        assert figure is not None
-        figure.savefig(folder / "optimization_history.png", dpi=100, bbox_inches="tight")
-        plt.close(figure)
-    except (ImportError, ValueError, RuntimeError) as exc:
-        _logger.warning("Skipping the optimization history plot: %s", exc)
+def _state_counts(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for trial in trials:
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
+
+
+def _wall_time(details: dict[str, Any], trials: list[optuna.trial.FrozenTrial]) -> str:
+    if details.get("wall_time_s") is not None:
+        return f"{details['wall_time_s']:.1f} s"
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    if not starts or not ends:
+        return "unknown"
+    return f"{(max(ends) - min(starts)).total_seconds():.1f} s (first trial start to last trial end)"
 
 
 def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if isinstance(value, float):
+    if isinstance(value, (float, np.floating)):
         return f"{value:.6g}"
     return str(value)
 
 
-def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in values.items()}
+def dumps(content: Any) -> str:
+    """Return ``content`` as indented JSON text with a final newline."""
+    return json.dumps(content, indent=2, default=str) + "\n"
