@@ -62,6 +62,12 @@ class TuneConfig:
         test_size: Fraction of rows held out for the final test, in (0, 0.5].
         time_column: Column that orders rows in time; enables time-series mode.
         group_column: Column whose groups must not span folds.
+        gap: Rows left out between the training and the validation part of
+            each time-series split (and before the held-out period), for
+            targets that look ahead; time-series mode only. Default 0.
+        nested_cv: Run the whole search again inside each outer fold of the
+            training rows and report the outer-fold scores as the estimate of
+            production performance. Costs ``n_folds`` extra searches.
         pruner: ``auto``, ``median``, ``hyperband``, ``wilcoxon`` or ``none``.
         seed: Seed of every random source.
         study_name: Optuna study name; empty creates a new, unique name.
@@ -93,6 +99,8 @@ class TuneConfig:
     test_size: float = 0.2
     time_column: str = ""
     group_column: str = ""
+    gap: int = 0
+    nested_cv: bool = False
     pruner: str = "auto"
     seed: int = 42
     study_name: str = ""
@@ -150,6 +158,12 @@ class TuneConfig:
             raise ConfigError(
                 f"cv={self.cv!r} would shuffle time-ordered rows of time_column={self.time_column!r}; "
                 "use cv=time_series or cv=auto."
+            )
+        if self.gap < 0:
+            raise ConfigError(f"gap must be 0 or more rows, got gap={self.gap}; use gap=0 for no gap.")
+        if self.gap and not self.time_column:
+            raise ConfigError(
+                f"gap={self.gap} applies only to time-ordered rows; set time_column=<column> or use gap=0."
             )
         if self.cv == "group" and not self.group_column:
             raise ConfigError("cv=group needs the column that holds the groups; set group_column=<column>.")

@@ -40,6 +40,9 @@ INNER_VALIDATION_FRACTION = 0.15
 # Below this many training rows, "auto" repeats k-fold to steady the estimate.
 SMALL_DATA_ROWS = 500
 _REPEATS_FOR_SMALL_DATA = 3
+# Rows that the fitting part of a time-series training window must keep
+# after the early-stopping part and the gap are taken off.
+MIN_FIT_ROWS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Splitter:
     scheme: str
     splitter: Any
     time_ordered: bool = False
+    gap: int = 0
 
     @property
     def n_splits(self) -> int:
@@ -75,8 +79,25 @@ class CVResult:
         return float(np.std(self.scores))
 
 
-def choose_splitter(config: TuneConfig, task: str, y: np.ndarray, groups: np.ndarray | None) -> Splitter:
-    """Return the splitter of ``config.cv``; ``auto`` picks from the task and columns."""
+def choose_splitter(
+    config: TuneConfig, task: str, y: np.ndarray, groups: np.ndarray | None, *, iterative: bool = True
+) -> Splitter:
+    """Return the splitter of ``config.cv``; ``auto`` picks from the task and columns.
+
+    Raises ConfigError before the study when the folds cannot work: a class
+    rarer than ``n_folds`` under stratification, fewer groups than folds, or
+    time-series folds, validation size and ``gap`` that do not fit the rows.
+    ``iterative`` models also need room in each training window for the
+    early-stopping part.
+    """
+    splitter = _build_splitter(config, task, y, groups, iterative)
+    check_seeding(splitter)
+    return splitter
+
+
+def _build_splitter(
+    config: TuneConfig, task: str, y: np.ndarray, groups: np.ndarray | None, iterative: bool
+) -> Splitter:
     scheme = config.cv
     if scheme == "auto":
         if config.time_column:
@@ -99,7 +120,8 @@ def choose_splitter(config: TuneConfig, task: str, y: np.ndarray, groups: np.nda
         _check_class_counts(y, config.n_folds)
 
     if scheme == "time_series":
-        return Splitter(scheme, TimeSeriesSplit(n_splits=config.n_folds), time_ordered=True)
+        _check_time_series_fit(len(y), config.n_folds, config.gap, iterative)
+        return Splitter(scheme, TimeSeriesSplit(n_splits=config.n_folds, gap=config.gap), True, config.gap)
     if scheme == "group":
         assert groups is not None
         n_groups = len(np.unique(groups))
@@ -126,22 +148,85 @@ def _check_class_counts(y: np.ndarray, n_folds: int) -> None:
     counts = np.bincount(y)
     smallest = int(counts[counts > 0].min())
     if smallest < n_folds:
+        listed = ", ".join(f"class {label}: {int(n)}" for label, n in enumerate(counts) if n > 0)
         raise ConfigError(
-            f"the smallest class has {smallest} training rows, fewer than n_folds={n_folds}, so some folds "
-            f"would miss it; lower n_folds to {max(2, smallest)} or merge rare classes."
+            f"the smallest class has {smallest} training rows ({listed}), fewer than n_folds={n_folds}, "
+            f"so some folds would miss it; lower n_folds to {max(2, smallest)} or merge rare classes."
         )
 
 
+def _check_time_series_fit(n_rows: int, n_splits: int, gap: int, iterative: bool) -> None:
+    """Check that ``n_splits`` validation blocks, the gap and a training window fit ``n_rows``.
+
+    scikit-learn's TimeSeriesSplit makes each validation block
+    ``n_rows // (n_splits + 1)`` rows long, and the first training window
+    keeps the rows before the first block minus ``gap``. Boosters also cut
+    their early-stopping part and another ``gap`` from that window.
+    """
+    block = n_rows // (n_splits + 1)
+    first_window = n_rows - n_splits * block - gap
+    fit_rows = first_window
+    detail = ""
+    if iterative:
+        n_val = _inner_validation_rows(max(first_window, 1))
+        fit_rows = first_window - n_val - gap
+        detail = f", of which {fit_rows} are left to fit after {n_val} early-stopping rows and gap={gap}"
+    if block >= 1 and fit_rows >= MIN_FIT_ROWS:
+        return
+    raise ConfigError(
+        f"time_series split does not fit: {n_rows} training rows with n_folds={n_splits} give validation "
+        f"blocks of {block} rows, and the first training window keeps {n_rows} - {n_splits}*{block} - "
+        f"gap={gap} = {first_window} rows{detail}; at least {MIN_FIT_ROWS} rows must remain to fit, "
+        "so lower n_folds or gap, or supply more rows."
+    )
+
+
+def check_seeding(splitter: Splitter) -> None:
+    """Reject a splitter whose shuffling is unseeded, or that shuffles time-ordered rows."""
+    inner = splitter.splitter
+    shuffles = bool(getattr(inner, "shuffle", False)) or isinstance(
+        inner, (RepeatedKFold, RepeatedStratifiedKFold)
+    )
+    if splitter.time_ordered and shuffles:
+        raise ConfigError(
+            f"cv={splitter.scheme} shuffles rows that are ordered in time, which lets folds train on "
+            "the future; use cv=time_series."
+        )
+    random_state = getattr(inner, "random_state", None)
+    if shuffles and not isinstance(random_state, (int, np.integer)):
+        raise ConfigError(
+            f"cv={splitter.scheme} shuffles with random_state={random_state!r}, so folds change "
+            "between runs; pass an integer seed."
+        )
+    if not shuffles and random_state is not None:
+        raise ConfigError(
+            f"cv={splitter.scheme} has random_state={random_state!r} without shuffling, where "
+            "the seed has no effect; drop random_state or set shuffle=True."
+        )
+
+
+def _inner_validation_rows(n_train: int) -> int:
+    return max(1, int(math.ceil(n_train * INNER_VALIDATION_FRACTION)))
+
+
 def inner_split(
-    train_index: np.ndarray, y: np.ndarray, task: str, seed: int, time_ordered: bool
+    train_index: np.ndarray, y: np.ndarray, task: str, seed: int, time_ordered: bool, gap: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split a training fold into a fitting part and an early-stopping part."""
-    n_val = max(1, int(math.ceil(len(train_index) * INNER_VALIDATION_FRACTION)))
+    """Split a training fold into a fitting part and an early-stopping part.
+
+    The early-stopping part is a stratified sample of the fold for
+    classification, a plain sample for regression, and the latest rows in
+    time-series mode, where ``gap`` rows between the two parts are dropped.
+    """
+    n_val = _inner_validation_rows(len(train_index))
     if time_ordered:
-        return train_index[:-n_val], train_index[-n_val:]
+        return train_index[: len(train_index) - n_val - gap], train_index[-n_val:]
     stratify = y[train_index] if task != "regression" else None
-    if stratify is not None and np.bincount(stratify).min(initial=2) < 2:
-        stratify = None
+    if stratify is not None:
+        counts = np.bincount(stratify)
+        present = int(np.count_nonzero(counts))
+        if counts[counts > 0].min() < 2 or n_val < present or len(train_index) - n_val < present:
+            stratify = None
     fit_index, val_index = train_test_split(train_index, test_size=n_val, random_state=seed, stratify=stratify)
     return np.sort(fit_index), np.sort(val_index)
 
@@ -177,7 +262,9 @@ def cross_validate(
             def fold_round(round_index: int, value: float, _fold: int = fold) -> None:
                 on_round(_fold, round_index, value)
         if adapter.iterative:
-            fit_index, val_index = inner_split(train_index, y, context.task, context.seed + fold, splitter.time_ordered)
+            fit_index, val_index = inner_split(
+                train_index, y, context.task, context.seed + fold, splitter.time_ordered, splitter.gap
+            )
             result = adapter.fit(
                 kwargs, context, X.iloc[fit_index], y[fit_index], X.iloc[val_index], y[val_index], fold_round
             )
@@ -198,15 +285,28 @@ def cross_validate(
 
 def score_fold(objective: Objective, estimator: Any, X: pd.DataFrame, y: np.ndarray, fold: int) -> float:
     """Score one fold; a fold that cannot be scored fails the trial with the reason."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", category=RuntimeWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("error", category=RuntimeWarning)
+        try:
             score = float(objective.scorer(estimator, X, y))
-    except (ValueError, RuntimeWarning) as exc:
-        raise TrialError(f"fold {fold} cannot be scored with {objective.name}: {exc}") from exc
+        except (ValueError, RuntimeWarning) as exc:
+            raise TrialError(f"fold {fold} cannot be scored with {objective.name}: {exc}{_single_class(y)}") from exc
     if not math.isfinite(score):
-        raise TrialError(f"fold {fold} scored {score} with {objective.name}; a non-finite score fails the trial.")
+        messages = "; ".join(dict.fromkeys(str(w.message) for w in caught))
+        raise TrialError(
+            f"fold {fold} scored {score} with {objective.name}{_single_class(y)}"
+            + (f" ({messages})" if messages else "")
+            + "; a non-finite score fails the trial."
+        )
     return score
+
+
+def _single_class(y: np.ndarray) -> str:
+    labels = np.unique(y)
+    if len(labels) != 1 or not np.issubdtype(y.dtype, np.integer):
+        return ""
+    return f", because its {len(y)} scoring rows hold a single class ({labels[0]}); use cv=stratified"
 
 
 def refit_rounds(result: CVResult, n_train_rows: int) -> tuple[int | None, str]:

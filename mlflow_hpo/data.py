@@ -215,7 +215,16 @@ def _split_holdout(
         order = np.argsort(pd.to_datetime(features[config.time_column], errors="coerce").to_numpy()
                            if not pd.api.types.is_numeric_dtype(features[config.time_column])
                            else features[config.time_column].to_numpy(), kind="stable")
-        return np.sort(order[:-n_test]), np.sort(order[-n_test:])
+        # Training rows stay in time order, because the time-series splitter
+        # cuts folds by position; ``gap`` rows before the held-out period are dropped.
+        n_train = len(order) - n_test - config.gap
+        if n_train < 2 * config.n_folds:
+            raise ConfigError(
+                f"data={config.data!r} has {len(order)} rows; after the held-out {n_test} rows "
+                f"(test_size={config.test_size}) and gap={config.gap}, {n_train} training rows remain, "
+                f"too few for n_folds={config.n_folds}; lower gap, test_size or n_folds."
+            )
+        return order[:n_train], order[-n_test:]
     if groups is not None:
         splitter = GroupShuffleSplit(n_splits=1, test_size=config.test_size, random_state=config.seed)
         train_idx, test_idx = next(splitter.split(features, y, groups))

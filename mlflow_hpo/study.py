@@ -30,7 +30,7 @@ from mlflow_hpo.multi_objective import (
     prepare_objectives,
     trial_metrics,
 )
-from mlflow_hpo.pruning import make_pruner
+from mlflow_hpo.pruning import make_pruner, pruner_label
 from mlflow_hpo.runs import PARENT_ATTR, ParentRun, attach_parent, close_parent
 from mlflow_hpo.spaces import SearchSpace, builtin_space
 from mlflow_hpo.storage import open_storage, redact_url, storage_url, study_exists
@@ -203,7 +203,7 @@ def _log_parent_setup(client: MlflowClient, job: Job, parent: ParentRun) -> None
         "mlflow_hpo.strategy_reason": job.strategy.reason,
         "mlflow_hpo.sampler": type(job.strategy.sampler).__name__,
         "mlflow_hpo.seed": str(job.config.seed),
-        "mlflow_hpo.pruner": job.strategy.pruner_name,
+        "mlflow_hpo.pruner": pruner_label(job),
         "mlflow_hpo.task": job.dataset.task,
         "mlflow_hpo.metric": job.objective.name,
         "mlflow_hpo.cv": job.splitter.scheme,

@@ -9,8 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# Called after each boosting round with (round index, validation value).
+# Called after boosting rounds with (round index, value of the study's scorer
+# on the validation set); see models/_progress.py for which rounds.
 RoundCallback = Callable[[int, float], None]
+# Boosting rounds between two reports to the pruner; each report is a
+# storage write, so reporting every round would dominate fast trials.
+REPORT_EVERY_ROUNDS = 10
 
 
 @dataclasses.dataclass(frozen=True)

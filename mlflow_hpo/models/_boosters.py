@@ -4,21 +4,24 @@ Both use each library's supported early-stopping API for the installed major
 version: LightGBM 4 takes the ``lightgbm.early_stopping`` callback, and
 XGBoost 2.1+ takes ``early_stopping_rounds`` and ``eval_metric`` in the
 estimator's constructor, not in ``fit()``. The validation metric follows the
-study's objective wherever the library has an equivalent.
+study's objective wherever the library has an equivalent. Only the inner
+validation set is passed as an evaluation set, so neither early stopping nor
+the round reports ever see training rows.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from mlflow_hpo._errors import ConfigError
+from mlflow_hpo._errors import TrialError
 from mlflow_hpo.models._base import FitContext, FitResult, ModelAdapter, RoundCallback
+from mlflow_hpo.models._progress import exact_conversion, score_predictions, wants_report
 
 _logger = logging.getLogger(__name__)
 
@@ -55,6 +58,36 @@ def booster_metric(task: str, scorer: str, library: int) -> str:
         # task's log loss or squared error for early stopping only.
         pair = _DEFAULT_METRICS[task]
     return pair[library]
+
+
+class _ValidationProgress:
+    """Turns one round's validation results into the study scorer's value."""
+
+    def __init__(
+        self, library: str, metric: str, context: FitContext, X_val: pd.DataFrame, y_val: np.ndarray
+    ) -> None:
+        self.library = library
+        self.metric = metric
+        self.context = context
+        self.X_val = X_val
+        self.y_val = y_val
+        self.convert = exact_conversion(context.metric, metric)
+
+    def value(self, round_index: int, evaluated: dict[str, float], predict: Any) -> float | None:
+        """Return the scorer's value after ``round_index``, or None on rounds left out."""
+        if self.metric not in evaluated:
+            raise TrialError(
+                f"{self.library} evaluated {sorted(evaluated) or 'no metric'} on the validation set at "
+                f"round {round_index}, not the early-stopping metric {self.metric!r}; remove the metric "
+                "override from the search space or use a metric name the library knows."
+            )
+        if self.convert is not None:
+            return self.convert(evaluated[self.metric], self.y_val)
+        if not wants_report(round_index):
+            return None
+        return score_predictions(
+            self.context.metric, self.context.task, self.context.n_classes, predict(), self.X_val, self.y_val
+        )
 
 
 def _fit_rounds(best: int | None, cap: int) -> tuple[int, bool]:
@@ -97,8 +130,21 @@ class LightGBMAdapter(ModelAdapter):
             lgb.record_evaluation(history),
         ]
         if on_round is not None:
-            callbacks.append(_lightgbm_reporter(on_round))
-        estimator.fit(X_fit, y_fit, eval_X=(X_val,), eval_y=(y_val,), eval_names=["validation"], callbacks=callbacks)
+            assert X_val is not None and y_val is not None
+            progress = _ValidationProgress("LightGBM", metric, context, X_val, y_val)
+            callbacks.append(_lightgbm_reporter(on_round, progress))
+        try:
+            estimator.fit(
+                X_fit, y_fit, eval_X=(X_val,), eval_y=(y_val,), eval_names=["validation"], callbacks=callbacks
+            )
+        except ValueError as exc:
+            if "eval metric" not in str(exc):
+                raise
+            raise TrialError(
+                f"LightGBM evaluated no metric on the validation set at the first round (metric "
+                f"{estimator.get_params().get('metric')!r} is unknown to it), so early stopping cannot "
+                f"run; use a LightGBM metric name such as {metric!r}."
+            ) from exc
         curve = tuple(float(v) for v in history.get("validation", {}).get(metric, []))
         best, stopped = _fit_rounds(estimator.best_iteration_, context.max_boost_rounds)
         return FitResult(estimator, best_iteration=best, stopped_early=stopped, curve=curve, curve_metric=metric)
@@ -110,27 +156,40 @@ class LightGBMAdapter(ModelAdapter):
         return estimator.fit(X, y)
 
 
-def _lightgbm_reporter(on_round: RoundCallback) -> Any:
+def _lightgbm_reporter(on_round: RoundCallback, progress: _ValidationProgress) -> Any:
     def _callback(env: lgb.callback.CallbackEnv) -> None:
-        if env.evaluation_result_list:
-            _, _, value, _ = env.evaluation_result_list[0][:4]
-            on_round(env.iteration, float(value))
+        evaluated = {
+            entry[1]: float(entry[2]) for entry in env.evaluation_result_list or [] if entry[0] == "validation"
+        }
+        value = progress.value(
+            env.iteration,
+            evaluated,
+            lambda: cast(lgb.Booster, env.model).predict(progress.X_val, num_iteration=env.iteration + 1),
+        )
+        if value is not None:
+            on_round(env.iteration, value)
 
     _callback.order = 40  # type: ignore[attr-defined]
     return _callback
 
 
 class _XGBoostReporter(xgb.callback.TrainingCallback):
-    def __init__(self, on_round: RoundCallback, metric: str) -> None:
+    def __init__(self, on_round: RoundCallback, progress: _ValidationProgress) -> None:
         super().__init__()
         self._on_round = on_round
-        self._metric = metric
+        self._progress = progress
 
     def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
-        for scores in evals_log.values():
-            values = scores.get(self._metric)
-            if values:
-                self._on_round(epoch, float(values[-1]))
+        # The only evaluation set is the inner validation set, named validation_0.
+        scores = evals_log.get("validation_0", {})
+        evaluated = {name: float(values[-1]) for name, values in scores.items() if values}
+        value = self._progress.value(
+            epoch,
+            evaluated,
+            lambda: model.inplace_predict(self._progress.X_val, iteration_range=(0, epoch + 1)),
+        )
+        if value is not None:
+            self._on_round(epoch, value)
         return False
 
 
@@ -162,7 +221,11 @@ class XGBoostAdapter(ModelAdapter):
         on_round: RoundCallback | None = None,
     ) -> FitResult:
         metric = booster_metric(context.task, context.metric, 1)
-        callbacks = [_XGBoostReporter(on_round, metric)] if on_round is not None else None
+        callbacks = None
+        if on_round is not None:
+            assert X_val is not None and y_val is not None
+            progress = _ValidationProgress("XGBoost", metric, context, X_val, y_val)
+            callbacks = [_XGBoostReporter(on_round, progress)]
         estimator = self._estimator(
             kwargs,
             context,
@@ -175,7 +238,11 @@ class XGBoostAdapter(ModelAdapter):
             estimator.fit(X_fit, y_fit, eval_set=[(X_val, y_val)], verbose=False)
         except xgb.core.XGBoostError as exc:
             if "metric" in str(exc).lower():
-                raise ConfigError(f"XGBoost rejected eval_metric={metric!r}: {str(exc).splitlines()[0]}") from exc
+                first_line = str(exc).splitlines()[0]
+                raise TrialError(
+                    f"XGBoost rejected the early-stopping metric at the first round ({first_line}); "
+                    f"use an XGBoost metric name such as {metric!r}."
+                ) from exc
             raise
         results: dict[str, dict[str, list[float]]] = estimator.evals_result()
         first_set: dict[str, list[float]] = next(iter(results.values()), {})
