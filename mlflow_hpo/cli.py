@@ -34,6 +34,8 @@ _HELP = {
     "test_size": "fraction of rows held out for the final test",
     "time_column": "column that orders rows in time",
     "group_column": "column whose groups must not span folds",
+    "gap": "rows left out between training and validation rows of each time-series split (default 0)",
+    "nested_cv": "true runs the search inside each outer fold and reports the outer-fold scores",
     "pruner": "auto, median, hyperband, wilcoxon or none",
     "seed": "seed of every random source",
     "study_name": "Optuna study name; reuse it to resume a study",

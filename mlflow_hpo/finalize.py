@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from mlflow_hpo._errors import HpoError
 from mlflow_hpo.cv import CVResult, refit_rounds
 from mlflow_hpo.multi_objective import choose_trial
+from mlflow_hpo.nested import nested_cross_validate
 from mlflow_hpo.report import log_report_outputs, write_study_report
 from mlflow_hpo.runs import ParentRun
 from mlflow_hpo.serving import TunedModel
@@ -69,7 +70,11 @@ def finalize(
     }
     if n_rounds is not None:
         summary_metrics["refit_n_estimators"] = float(n_rounds)
+    nested = nested_cross_validate(job) if job.config.nested_cv else None
+    if nested is not None:
+        summary_metrics.update(nested.metrics(name))
     client.log_batch(parent.run_id, metrics=[Metric(k, v, _now_ms(), 0) for k, v in summary_metrics.items()])
+    client.set_tag(parent.run_id, "mlflow_hpo.refit_rule", rounds_rule)
 
     details: dict[str, Any] = {
         "best_trial": best.number,
@@ -87,6 +92,7 @@ def finalize(
         "wall_time_s": wall_time,
         "counts": dict(counts),
         "selection": selection.reason,
+        "nested": None if nested is None else nested.as_dict(),
     }
     with tempfile.TemporaryDirectory() as folder:
         report_metrics = write_study_report(study, job, details, Path(folder))

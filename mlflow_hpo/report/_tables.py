@@ -93,6 +93,7 @@ def best_config(ctx: ReportContext) -> dict[str, Any]:
         "refit_n_estimators": details.get("refit_n_estimators"),
         "refit_rule": details.get("refit_rule"),
         "fold_best_iterations": details.get("fold_best_iterations"),
+        "nested_cv": details.get("nested"),
         "selection": details.get("selection"),
         "seed": ctx.config.get("seed"),
         "replay_command": replay_command(ctx, trial_number),
@@ -178,11 +179,24 @@ def _scores_section(ctx: ReportContext) -> list[str]:
             f"| held-out test {name} (refit winner, used once) | {_cell(test)} |",
             f"| CV minus held-out | {_cell(details['cv_mean'] - test)} |",
         ]
+    nested = details.get("nested")
+    if nested:
+        lines += [
+            f"| nested CV {name}, outer-fold mean (estimate of production performance) "
+            f"| {_cell(nested['outer_mean'])} |",
+            f"| nested CV {name}, outer-fold std | {_cell(nested['outer_std'])} |",
+            f"| nested CV {name}, inner best (mean over outer folds) | {_cell(nested['inner_best_mean'])} |",
+        ]
     lines += [
         "",
         "The winner's CV score is optimistic: it is the best of many trials on the same folds.",
         "The held-out score of the refit winner is the unbiased estimate.",
     ]
+    if nested:
+        lines.append(
+            f"Nested CV ran the whole search again inside each of {len(nested['folds'])} outer folds "
+            f"({nested['scheme']}); its outer-fold scores estimate the tuning procedure on new data."
+        )
     if details.get("refit_rule"):
         rounds = details.get("refit_n_estimators")
         lines += ["", f"Refit: {details['refit_rule']}" + (f" -> {rounds} rounds." if rounds else ".")]
