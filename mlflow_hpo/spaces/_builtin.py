@@ -29,8 +29,8 @@ def lightgbm_space(task: str, n_rows: int, n_features: int) -> SearchSpace:
             Param("min_child_samples", "int", 2, max_child, log=True, tier=1),
             Param("colsample_bytree", "float", _min_fraction(n_features), 1.0, tier=2),
             Param("subsample", "float", 0.5, 1.0, tier=2),
-            Param("reg_alpha", "float", 1e-8, 10.0, log=True, tier=2),
-            Param("reg_lambda", "float", 1e-8, 10.0, log=True, tier=2),
+            Param("reg_alpha", "float", 1e-8, 10.0, log=True, tier=3),
+            Param("reg_lambda", "float", 1e-8, 10.0, log=True, tier=3),
         ),
         fixed={"subsample_freq": 1},
     )
@@ -38,6 +38,8 @@ def lightgbm_space(task: str, n_rows: int, n_features: int) -> SearchSpace:
 
 def xgboost_space(task: str, n_rows: int, n_features: int) -> SearchSpace:
     max_depth = _clamp(math.log2(max(n_rows, 2)), 3, 12)
+    # DART-only parameters carry the branch prefix, so they never share a
+    # name with a parameter of the gbtree branch.
     dart = Condition("booster", ("dart",))
     return SearchSpace(
         (
@@ -47,8 +49,8 @@ def xgboost_space(task: str, n_rows: int, n_features: int) -> SearchSpace:
             Param("min_child_weight", "float", 1e-2, 20.0, log=True, tier=1),
             Param("colsample_bytree", "float", _min_fraction(n_features), 1.0, tier=2),
             Param("subsample", "float", 0.5, 1.0, tier=2),
-            Param("reg_alpha", "float", 1e-8, 10.0, log=True, tier=2),
-            Param("reg_lambda", "float", 1e-8, 10.0, log=True, tier=2),
+            Param("reg_alpha", "float", 1e-8, 10.0, log=True, tier=3),
+            Param("reg_lambda", "float", 1e-8, 10.0, log=True, tier=3),
             Param("dart_rate_drop", "float", 0.0, 0.3, condition=dart, tier=3, model_arg="rate_drop"),
             Param("dart_skip_drop", "float", 0.0, 0.5, condition=dart, tier=3, model_arg="skip_drop"),
         ),
@@ -62,7 +64,7 @@ def hist_gradient_boosting_space(task: str, n_rows: int, n_features: int) -> Sea
             Param("learning_rate", "float", 0.01, 0.3, log=True, tier=1),
             Param("max_leaf_nodes", "int", 4, _clamp(n_rows / 10, 8, 256), log=True, tier=1),
             Param("min_samples_leaf", "int", 2, _clamp(n_rows / 20, 6, 200), log=True, tier=1),
-            Param("l2_regularization", "float", 1e-8, 10.0, log=True, tier=2),
+            Param("l2_regularization", "float", 1e-8, 10.0, log=True, tier=3),
             Param("max_features", "float", _min_fraction(n_features), 1.0, tier=2),
         )
     )
