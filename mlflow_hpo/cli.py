@@ -41,6 +41,8 @@ _HELP = {
     "study_name": "Optuna study name; reuse it to resume a study",
     "register_model": "registered model name; auto derives one, empty skips",
     "config": "YAML file with options and an optional space: section",
+    "workers": "local worker processes that run the trials (default 1: this process)",
+    "retry_failed": "true re-runs the parameters of trials whose process died",
     "importance": "hyperparameter importance evaluator: ped_anova, fanova or none",
     "select": "multi-objective rule for the model to register: knee, max:<objective> or min:<objective>, then optional |<objective><op><number> bounds",
 }
@@ -60,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     tune_parser = sub.add_parser("tune", help="run a tuning study")
     _add_tune_arguments(tune_parser)
+    worker_parser = sub.add_parser("worker", help="join a stored study and run its trials")
+    worker_parser.add_argument("--study_name", required=True, help="name of a study that `tune` created")
     report_parser = sub.add_parser("report", help="rebuild the report artifacts of a stored study")
     report_parser.add_argument("--study-name", required=True, help="Optuna study name")
     destination = report_parser.add_mutually_exclusive_group(required=True)
@@ -75,6 +79,10 @@ def config_from_args(args: argparse.Namespace) -> TuneConfig:
 
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mlflow_hpo.storage import RedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -106,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"held-out {result.test_score:.6g}, parent run {result.parent_run_id}"
                 + (f", registered {result.registered_model} v{result.registered_version}" if result.registered_version else "")
             )
+        if args.command == "worker":
+            from mlflow_hpo.workers import join_study
+
+            print(f"worker of study {args.study_name}: ran {join_study(args.study_name)} trials")
         if args.command == "report":
             from mlflow_hpo.report import regenerate_report
 

@@ -76,7 +76,16 @@ class TuneConfig:
         space: Path to a YAML or JSON search-space file, or empty.
         space_spec: Search-space mapping read from the ``space:`` section of a
             config file.
+        staged: Tune in two stages that share the trial budget: first the
+            tier-1 parameters with the rest at library defaults, then the
+            rest with the stage-1 winners fixed.
+        warm_start: Name of an earlier study in the same storage whose best
+            configurations run first; its space must fit this one.
         n_jobs: Trials run in parallel threads of this process.
+        workers: Local worker processes that run the trials; 1 runs them in
+            this process.
+        retry_failed: Run the parameters of trials whose process died once
+            more, as new trials.
         early_stopping_rounds: Patience of boosters' early stopping.
         max_boost_rounds: Cap on boosting rounds; early stopping picks the rest.
         importance: Hyperparameter importance evaluator, or ``none``.
@@ -107,7 +116,11 @@ class TuneConfig:
     register_model: str = "auto"
     space: str = ""
     space_spec: Mapping[str, Any] | None = None
+    staged: bool = False
+    warm_start: str = ""
     n_jobs: int = 1
+    workers: int = 1
+    retry_failed: bool = False
     early_stopping_rounds: int = 50
     max_boost_rounds: int = 2000
     importance: str = "ped_anova"
@@ -143,6 +156,13 @@ class TuneConfig:
             )
         if self.n_jobs < 1:
             raise ConfigError(f"n_jobs must be at least 1, got n_jobs={self.n_jobs}; use 1.")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got workers={self.workers}; use 1.")
+        if self.warm_start and self.warm_start == self.study_name:
+            raise ConfigError(
+                f"warm_start={self.warm_start!r} names the study itself; resuming it needs no warm start, "
+                "so pass the name of an earlier study or leave warm_start empty."
+            )
         if self.early_stopping_rounds < 1:
             raise ConfigError(
                 f"early_stopping_rounds must be at least 1, got {self.early_stopping_rounds}; use 50."

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
@@ -73,7 +74,7 @@ def run_in_stages(loop: StageLoop, job: Job) -> int:
     """Run stage 1 and then stage 2 through ``loop``; return the number of trials run here.
 
     ``loop.n_trials`` is the budget of the whole study; stage 1 ends when
-    the study holds half of it, stage 2 when it holds all of it.
+    the study contains half of it, stage 2 when it contains all of it.
     """
     study = loop.study
     n_trials, timeout = loop.n_trials, loop.timeout
@@ -95,7 +96,10 @@ def run_in_stages(loop: StageLoop, job: Job) -> int:
         n_run += loop.run()
 
     winners = stage1_winners(study, job)
-    study.sampler = optuna.samplers.PartialFixedSampler(winners, base_sampler)
+    with warnings.catch_warnings():
+        # PartialFixedSampler is marked experimental in Optuna 5.1.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.sampler = optuna.samplers.PartialFixedSampler(winners, base_sampler)
     study.set_user_attr(CURRENT_STAGE_ATTR, 2)
     _logger.info("Stage 2: tuning the other parameters with the stage-1 winners fixed: %s.", winners)
     remaining = None if timeout is None else timeout - (time.monotonic() - started)

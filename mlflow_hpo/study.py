@@ -32,10 +32,20 @@ from mlflow_hpo.multi_objective import (
 )
 from mlflow_hpo.pruning import make_pruner, pruner_label
 from mlflow_hpo.runs import PARENT_ATTR, ParentRun, attach_parent, close_parent
-from mlflow_hpo.spaces import SearchSpace, builtin_space
-from mlflow_hpo.storage import open_storage, redact_url, storage_url, study_exists
-from mlflow_hpo.strategy import Strategy, choose_strategy
+from mlflow_hpo.spaces import (
+    SPEC_ATTR,
+    SearchSpace,
+    describe_changes,
+    resolve_space,
+    space_signature,
+)
+from mlflow_hpo.staged import check_staged, run_in_stages, suggest_values
+from mlflow_hpo.storage import open_storage, redact_url, storage_url, study_exists, study_lock
+from mlflow_hpo.strategy import Strategy, choose_strategy, trial_budget
 from mlflow_hpo.tracking import StudyMirror, TrialRecord, tag
+from mlflow_hpo.trial_loop import HeartbeatFailures, TrialLoop
+from mlflow_hpo.warm_start import enqueue_warm_start, warm_start_configs
+from mlflow_hpo.workers import CONFIG_ATTR, stored_config
 
 _logger = logging.getLogger(__name__)
 
@@ -94,14 +104,16 @@ def plan(config: TuneConfig) -> Job:
     dataset = prepare(config)
     config, objective, secondary = prepare_objectives(config, dataset.task)
     adapter = get_adapter(config.model, dataset.task)
-    space = builtin_space(
-        config.model, dataset.task, n_rows=len(dataset.X_train), n_features=dataset.X_train.shape[1]
+    space = resolve_space(
+        config, dataset.task, n_rows=len(dataset.X_train), n_features=dataset.X_train.shape[1]
     )
     splitter = choose_splitter(
         config, dataset.task, dataset.y_train, dataset.groups_train, iterative=adapter.iterative
     )
-    strategy = choose_strategy(config, space)
-    n_threads = max(1, (os.cpu_count() or 1) // config.n_jobs)
+    strategy = choose_strategy(config, space, n_rows=len(dataset.X_train), n_splits=splitter.n_splits)
+    check_staged(config, space)
+    # Every trial thread of every local worker gets an equal share of the cores.
+    n_threads = max(1, (os.cpu_count() or 1) // (config.n_jobs * config.workers))
     context = FitContext(
         task=dataset.task,
         n_classes=dataset.n_classes,
@@ -130,26 +142,35 @@ def tune(config: TuneConfig) -> TuneResult:
         0.993
     """
     job = plan(config)
-    storage = open_storage(job.storage_url)
     client = MlflowClient()
-    study = _create_or_load_study(job, storage)
-
-    parent = attach_parent(
-        client,
-        study_name=job.study_name,
-        stored_parent=study.user_attrs.get(PARENT_ATTR),
-        experiment_name=config.experiment_name,
-    )
-    study.set_user_attr(PARENT_ATTR, parent.run_id)
-    mirror = StudyMirror(
-        client, experiment_id=parent.experiment_id, parent_run_id=parent.run_id, study_name=job.study_name
-    )
+    heartbeat_failures = HeartbeatFailures()
+    storage = open_storage(job.storage_url, failed_trial_callback=heartbeat_failures)
+    # Processes started together on one new study must agree on one parent run.
+    warm_configs = warm_start_configs(job, storage)
+    with study_lock(job.storage_url, job.study_name, "setup"):
+        study = _create_or_load_study(job, storage)
+        enqueue_warm_start(study, job, warm_configs)
+        parent = attach_parent(
+            client,
+            study_name=job.study_name,
+            stored_parent=study.user_attrs.get(PARENT_ATTR),
+            experiment_name=config.experiment_name,
+        )
+        study.set_user_attr(PARENT_ATTR, parent.run_id)
+    mirror = open_mirror(client, job, parent)
     failed = True
     try:
         _log_parent_setup(client, job, parent)
         mirror.mirrored_trials()
         started = time.monotonic()
-        _optimize(study, job, mirror)
+        loop = make_trial_loop(study, job, mirror, heartbeat_failures)
+        if config.workers > 1:
+            from mlflow_hpo.workers import run_local_workers
+
+            run_local_workers(job, config.workers)
+        else:
+            _optimize(loop, job)
+        loop.wait_for_others()
         _reconcile(study, job, mirror)
         mirror.close()
         from mlflow_hpo.finalize import finalize
@@ -162,8 +183,19 @@ def tune(config: TuneConfig) -> TuneResult:
         close_parent(client, parent, failed=failed)
 
 
+def open_mirror(client: MlflowClient, job: Job, parent: ParentRun) -> StudyMirror:
+    """Start the MLflow mirror of ``job``'s study under ``parent``."""
+    return StudyMirror(
+        client,
+        experiment_id=parent.experiment_id,
+        parent_run_id=parent.run_id,
+        study_name=job.study_name,
+        lock=lambda: study_lock(job.storage_url, job.study_name, "mirror"),
+    )
+
+
 def _create_or_load_study(job: Job, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    space_signature = {name: str(dist) for name, dist in job.space.distributions().items()}
+    signature = space_signature(job.space)
     exists = study_exists(storage, job.study_name)
     study = optuna.create_study(
         storage=storage,
@@ -175,19 +207,30 @@ def _create_or_load_study(job: Job, storage: optuna.storages.BaseStorage) -> opt
     )
     if exists:
         stored = study.user_attrs.get(SPACE_ATTR)
-        if stored is not None and stored != space_signature:
-            changed = sorted(set(stored) ^ set(space_signature)) + sorted(
-                k for k in set(stored) & set(space_signature) if stored[k] != space_signature[k]
-            )
+        if stored is not None and stored != signature:
             raise ConfigError(
-                f"study {job.study_name!r} was created with another search space (changed: {', '.join(changed)}); "
+                f"study {job.study_name!r} was created with another search space "
+                f"({space_difference(stored, signature)}); "
                 f"use a new study_name such as {job.study_name}-v2."
             )
+        stored_metric = study.user_attrs.get("metric")
+        if stored_metric is not None and stored_metric != job.objective.name:
+            raise ConfigError(
+                f"study {job.study_name!r} optimizes metric={stored_metric!r}, not {job.objective.name!r}; "
+                f"pass metric={stored_metric} to resume it or use a new study_name such as {job.study_name}-v2."
+            )
     else:
-        study.set_user_attr(SPACE_ATTR, space_signature)
+        study.set_user_attr(SPACE_ATTR, signature)
+        study.set_user_attr(SPEC_ATTR, job.space.to_spec())
         study.set_user_attr("metric", job.objective.name)
         study.set_user_attr("model", job.config.model)
+        study.set_user_attr(CONFIG_ATTR, stored_config(job.config.replace(study_name=job.study_name)))
     return study
+
+
+def space_difference(stored: dict[str, str], current: dict[str, str]) -> str:
+    """Describe how the ``current`` space signature differs from the ``stored`` one, per parameter."""
+    return "; ".join(describe_changes(stored, current))
 
 
 def _log_parent_setup(client: MlflowClient, job: Job, parent: ParentRun) -> None:
@@ -217,36 +260,38 @@ def _log_parent_setup(client: MlflowClient, job: Job, parent: ParentRun) -> None
     client.log_batch(parent.run_id, params=mirror_params, tags=[tag(k, v) for k, v in tags.items()])
 
 
-def _optimize(study: optuna.Study, job: Job, mirror: StudyMirror) -> None:
-    """Run trials until the study holds ``n_trials`` finished trials or time runs out."""
+def make_trial_loop(
+    study: optuna.Study, job: Job, mirror: StudyMirror, heartbeat_failures: HeartbeatFailures
+) -> TrialLoop:
+    """Build the loop that runs this process's trials and mirrors each one as it finishes."""
     curves: dict[int, dict[str, list[float]]] = {}
     lock = threading.Lock()
     objective = multi_objective_function(job, _make_objective(job, curves, lock))
-    callback = _make_trial_callback(job, mirror, curves, lock)
-    n_trials = job.config.n_trials
-    if n_trials is not None:
-        finished = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-        n_trials = max(0, n_trials - finished)
-        if n_trials == 0:
-            _logger.info("Study %s already holds %d finished trials.", job.study_name, finished)
-            return
-    study.optimize(
-        objective,
-        n_trials=n_trials,
+    return TrialLoop(
+        study,
+        storage_url=job.storage_url,
+        objective=objective,
+        on_finished=_make_trial_callback(job, mirror, curves, lock),
+        n_trials=trial_budget(job.config.n_trials, job.strategy),
         timeout=job.config.timeout,
         n_jobs=job.config.n_jobs,
-        # Any error inside a trial fails only that trial; the study goes on.
-        catch=(Exception,),
-        callbacks=[callback],
-        show_progress_bar=sys.stderr.isatty(),
+        retry_failed=job.config.retry_failed,
+        heartbeat_failures=heartbeat_failures,
     )
+
+
+def _optimize(loop: TrialLoop, job: Job) -> None:
+    """Run trials until the study holds ``n_trials`` finished trials, over all processes, or time runs out."""
+    n_run = run_in_stages(loop, job) if job.config.staged else loop.run()
+    if n_run == 0:
+        _logger.info("Study %s already holds its %s trials; none ran here.", job.study_name, loop.n_trials)
 
 
 def _make_objective(
     job: Job, curves: dict[int, dict[str, list[float]]], lock: threading.Lock
 ) -> Callable[[optuna.Trial], float]:
     def objective(trial: optuna.Trial) -> float:
-        values = job.space.suggest(trial)
+        values = suggest_values(job, trial)
         kwargs = job.space.model_kwargs(values)
         started = time.perf_counter()
         try:
@@ -333,6 +378,8 @@ def trial_record(
     if "duration_s" in attrs:
         metrics["duration_s"] = attrs["duration_s"]
     tags: dict[str, str] = {}
+    if "stage" in attrs:
+        tags["mlflow_hpo.stage"] = str(attrs["stage"])
     if trial.state == optuna.trial.TrialState.PRUNED:
         last_step = trial.last_step
         tags["mlflow_hpo.pruned_at_step"] = str(last_step)
@@ -371,7 +418,11 @@ def _log_trial(trial: optuna.trial.FrozenTrial, best: float | None) -> None:
 
 
 def _reconcile(study: optuna.Study, job: Job, mirror: StudyMirror) -> None:
-    """Give every finished trial without a child run one (after crashes or other workers)."""
+    """Give every finished trial without a child run one (after crashes or other workers).
+
+    A trial queued here that another process mirrors first is skipped by the
+    mirror's locked check, so no trial gets two child runs.
+    """
     mirrored = mirror.mirrored_trials()
     best = _best_value(study)
     for trial in study.get_trials(deepcopy=False):

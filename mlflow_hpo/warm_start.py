@@ -54,7 +54,9 @@ def warm_start_configs(job: Job, storage: optuna.storages.BaseStorage) -> list[t
     completed = [t for t in earlier.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
     reverse = earlier.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     completed.sort(key=lambda t: t.values[0], reverse=reverse)
-    best = completed[:WARM_START_TRIALS]
+    # More enqueued trials than the budget would stay WAITING and run at the next resume.
+    limit = WARM_START_TRIALS if job.config.n_trials is None else min(WARM_START_TRIALS, job.config.n_trials)
+    best = completed[:limit]
 
     distributions = job.space.distributions()
     fitting: list[tuple[int, dict[str, Any]]] = []
@@ -95,7 +97,7 @@ def _misfit(params: dict[str, Any], distributions: dict[str, Any]) -> str:
 
 
 def enqueue_warm_start(study: optuna.Study, job: Job, configs: list[tuple[int, dict[str, Any]]]) -> None:
-    """Enqueue ``configs`` in a study that holds no trial yet (a resumed study is left alone)."""
+    """Enqueue ``configs`` in a study that has no trial yet (a resumed study is left alone)."""
     if not configs or study.get_trials(deepcopy=False):
         return
     for number, params in configs:
