@@ -113,7 +113,7 @@ def _build_splitter(
             f"n_folds={config.n_folds} leaves each score resting on few folds, so the CV mean is noisy "
             "and the search may chase luck; use n_folds=5 or more when the data allows.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     classification = task != "regression"
     if classification and scheme in ("stratified", "repeated"):
