@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -218,3 +219,18 @@ def test_auto_reason_in_tags_and_summary(
     summary = Path(client.download_artifacts(result.parent_run_id, "summary.md", str(tmp_path))).read_text()
     assert f"{tags['mlflow_hpo.strategy_reason']}" in summary
     assert sum(result.n_trials_by_state.values()) == n_trials
+
+
+@pytest.mark.slow
+def test_strategy_benchmark_quick_mode(tmp_path: Path) -> None:
+    from benchmarks import bench_strategies
+
+    assert bench_strategies.main(["--quick", "--output", str(tmp_path)]) == 0
+
+    table = (tmp_path / "strategies.md").read_text()
+    assert "| dataset | TPE, 3 trials | random, 5 trials |" in table
+    for name in ("breast_cancer", "diabetes", "penguins"):
+        assert f"| {name} (" in table
+    results = json.loads((tmp_path / "strategies.json").read_text())
+    assert results["budget"]["seeds"] == [0]
+    assert len(results["datasets"]["diabetes"]["seeds"]) == 1
