@@ -48,10 +48,10 @@ class Strategy:
 
 
 class _GridSampler(optuna.samplers.GridSampler):
-    """GridSampler that tolerates trials told outside ``study.optimize``.
+    """GridSampler that tolerates trials finished outside ``study.optimize``.
 
     Optuna's GridSampler calls ``study.stop()`` once every grid point is
-    visited, which raises RuntimeError for a trial told through ask/tell.
+    visited, which raises RuntimeError for a trial finished through ask and tell.
     There the trial budget (set to the grid size by `trial_budget`) ends the
     study instead.
     """

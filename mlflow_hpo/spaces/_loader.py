@@ -42,7 +42,7 @@ _PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "when", "tier", 
 
 
 class SpaceError(ConfigError):
-    """An invalid search space; ``problems`` holds one message per problem."""
+    """An invalid search space; ``problems`` contains one message per problem."""
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.problems = problems
@@ -263,6 +263,15 @@ def _parse_range(where: str, kind: str, entry: Mapping[str, Any], problems: list
     if not ok:
         return None
     assert low is not None and high is not None
+    _check_range(where, kind, low, high, step, log, problems)
+    if kind == "int":
+        return {"low": int(low), "high": int(high), "log": log, "step": None if step is None else int(step)}
+    return {"low": low, "high": high, "log": log, "step": step}
+
+
+def _check_range(
+    where: str, kind: str, low: float, high: float, step: float | None, log: bool, problems: list[str]
+) -> None:
     if low >= high:
         problems.append(f"{where}: low must be below high, got low={low:g}, high={high:g}; swap them or widen the range.")
     if log and low <= 0:
@@ -282,9 +291,6 @@ def _parse_range(where: str, kind: str, entry: Mapping[str, Any], problems: list
                 f"{where}: high - low = {high - low:g} is not a multiple of step={step:g}; "
                 f"use high={low + math.floor(count) * step:g}."
             )
-    if kind == "int":
-        return {"low": int(low), "high": int(high), "log": log, "step": None if step is None else int(step)}
-    return {"low": low, "high": high, "log": log, "step": step}
 
 
 def _positive_low(high: float) -> float:

@@ -36,7 +36,7 @@ def encode_choice(value: Any) -> Choice:
 class Condition:
     """Activates a parameter only when the categorical ``parent`` took one of ``values``.
 
-    ``values`` holds the stored (encoded) choices of the parent.
+    ``values`` contains the stored (encoded) choices of the parent.
     """
 
     parent: str
@@ -146,7 +146,7 @@ class SearchSpace:
     """An ordered set of parameters plus fixed model arguments.
 
     Parents come before the parameters that depend on them, so sampling in
-    order always knows whether a conditional parameter is active.
+    order has always sampled the parent of a conditional parameter first.
     """
 
     params: tuple[Param, ...]
