@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from mlflow_hpo._errors import ConfigError, HpoError
+from mlflow_hpo._promote_cli import add_promote_arguments, run_promote
 from mlflow_hpo.config import TuneConfig
 from mlflow_hpo.storage import redact_url
 
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tune_arguments(tune_parser)
     worker_parser = sub.add_parser("worker", help="join a stored study and run its trials")
     worker_parser.add_argument("--study_name", required=True, help="name of a study that `tune` created")
+    promote_parser = sub.add_parser("promote", help="run the champion gate for a registered version, or force it")
+    add_promote_arguments(promote_parser)
     report_parser = sub.add_parser("report", help="rebuild the report artifacts of a stored study")
     report_parser.add_argument("--study-name", required=True, help="Optuna study name")
     destination = report_parser.add_mutually_exclusive_group(required=True)
@@ -121,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mlflow_hpo.workers import join_study
 
             print(f"worker of study {args.study_name}: ran {join_study(args.study_name)} trials")
+        if args.command == "promote":
+            print(run_promote(args))
         if args.command == "report":
             from mlflow_hpo.report import regenerate_report
 

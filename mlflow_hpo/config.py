@@ -73,6 +73,9 @@ class TuneConfig:
         study_name: Optuna study name; empty creates a new, unique name.
         register_model: Registered model name; ``auto`` derives one from the
             dataset and model, empty skips registration.
+        promote_margin: How much worse than the ``champion`` version the new
+            version may score on the held-out rows and still take the
+            ``champion`` alias, in the metric's units; at least 0, default 0.
         space: Path to a YAML or JSON search-space file, or empty.
         space_spec: Search-space mapping read from the ``space:`` section of a
             config file.
@@ -114,6 +117,7 @@ class TuneConfig:
     seed: int = 42
     study_name: str = ""
     register_model: str = "auto"
+    promote_margin: float = 0.0
     space: str = ""
     space_spec: Mapping[str, Any] | None = None
     staged: bool = False
@@ -153,6 +157,10 @@ class TuneConfig:
         if not 0.0 < self.test_size <= 0.5:
             raise ConfigError(
                 f"test_size must be a fraction in (0, 0.5], got test_size={self.test_size}; use 0.2."
+            )
+        if not (self.promote_margin >= 0 and math.isfinite(self.promote_margin)):
+            raise ConfigError(
+                f"promote_margin must be a number of at least 0, got promote_margin={self.promote_margin}; use 0."
             )
         if self.n_jobs < 1:
             raise ConfigError(f"n_jobs must be at least 1, got n_jobs={self.n_jobs}; use 1.")

@@ -94,15 +94,22 @@ def finalize(
         "selection": selection.reason,
         "nested": None if nested is None else nested.as_dict(),
     }
+    from mlflow_hpo.registry import log_and_register
+
+    registry_error: HpoError | None = None
+    try:
+        registration = log_and_register(model, job, parent, best.number)
+        details["registry"] = registration.summary_lines()
+    except HpoError as exc:
+        registry_error = exc
+        details["registry"] = ["## Registry", "", f"- Not registered: {exc}", ""]
     with tempfile.TemporaryDirectory() as folder:
         report_metrics = write_study_report(study, job, details, Path(folder))
         client.log_artifacts(parent.run_id, folder)
     log_report_outputs(client, parent.run_id, study, report_metrics)
+    if registry_error is not None:
+        raise registry_error
 
-    model_uri, registered_name, version = "", "", None
-    from mlflow_hpo.registry import log_and_register
-
-    model_uri, registered_name, version = log_and_register(model, job, parent, best.number)
     return TuneResult(
         study_name=job.study_name,
         parent_run_id=parent.run_id,
@@ -112,9 +119,9 @@ def finalize(
         test_score=test_score,
         metric=name,
         n_trials_by_state=dict(counts),
-        model_uri=model_uri,
-        registered_model=registered_name,
-        registered_version=version,
+        model_uri=registration.model_uri,
+        registered_model=registration.name,
+        registered_version=registration.version,
     )
 
 

@@ -15,6 +15,9 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+# MLflow column types of the serving frame, one per kind of training column.
+STRING, BOOLEAN, LONG, DOUBLE, DATETIME = "string", "boolean", "long", "double", "datetime"
+
 
 def is_categorical_column(series: pd.Series) -> bool:
     """Return True for columns that hold labels rather than numbers."""
@@ -26,36 +29,58 @@ def is_categorical_column(series: pd.Series) -> bool:
     return not pd.api.types.is_numeric_dtype(dtype)
 
 
+def serving_type(series: pd.Series) -> str:
+    """Return the MLflow column type that a JSON request uses for a training column.
+
+    Label columns are strings; booleans stay booleans (with None for
+    missing); integer columns without a missing-value marker are longs;
+    nullable integers (``Int64``) are doubles because JSON parsers turn a
+    column of integers and nulls into floats with NaN.
+    """
+    dtype = series.dtype
+    if is_categorical_column(series):
+        return STRING
+    if pd.api.types.is_bool_dtype(dtype):
+        return BOOLEAN
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return DATETIME
+    is_numpy_integer = isinstance(dtype, np.dtype) and dtype.kind in "iu"
+    return LONG if is_numpy_integer else DOUBLE
+
+
 class TablePreprocessor(TransformerMixin, BaseEstimator):
     """Fix column dtypes and category vocabularies on training data.
 
     After ``fit``:
         columns_: feature columns in training order.
         categories_: for each label column, its sorted training levels (as str).
-        numeric_: columns converted to float64 (numbers, booleans, datetimes
-            as seconds since the epoch); missing values become NaN.
+        datetime_: datetime columns, given to the model as seconds since the epoch (UTC).
+        numeric_: columns converted to float64 (numbers, booleans, datetimes);
+            missing values become NaN.
+        serving_types_: for each column, the MLflow type of the serving
+            frame (``string``, ``boolean``, ``long``, ``double`` or ``datetime``).
     """
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> TablePreprocessor:
         self.columns_ = [str(c) for c in X.columns]
         self.categories_: dict[str, list[str]] = {}
         self.datetime_: list[str] = []
+        self.serving_types_: dict[str, str] = {}
         for column in X.columns:
             series = X[column]
-            if is_categorical_column(series):
-                levels = pd.Series(series.dropna().astype(str).unique())
+            kind = serving_type(series)
+            self.serving_types_[str(column)] = kind
+            if kind == STRING:
+                levels = pd.Series(series.dropna().map(_label_text).unique())
                 self.categories_[str(column)] = sorted(levels.tolist())
-            elif pd.api.types.is_datetime64_any_dtype(series.dtype):
+            elif kind == DATETIME:
                 self.datetime_.append(str(column))
         self.numeric_ = [c for c in self.columns_ if c not in self.categories_]
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        frame = X.copy()
-        frame.columns = [str(c) for c in frame.columns]
-        missing = [c for c in self.columns_ if c not in frame.columns]
-        if missing:
-            raise ValueError(f"input is missing feature columns {missing}; pass every training column.")
+        """Return the model input: categories with the training levels, everything else float64."""
+        frame = self._named_columns(X)
         out: dict[str, Any] = {}
         for column in self.columns_:
             series = frame[column]
@@ -68,24 +93,43 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
         return pd.DataFrame(out, index=frame.index)
 
     def serving_frame(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Return ``X`` in the plain dtypes that a JSON request produces.
+        """Return ``X`` in the dtypes that a JSON request produces; this is the signature's input.
 
-        Label columns become object strings with None for missing, other
-        columns float64; this is the model's signature input.
+        Label columns become object strings with None for missing, booleans
+        bool (object with None when some are missing), integers int64
+        (float64 when some are missing), datetimes timezone-naive UTC, and
+        other numbers float64.
         """
-        frame = X.copy()
-        frame.columns = [str(c) for c in frame.columns]
+        frame = self._named_columns(X)
         out: dict[str, Any] = {}
         for column in self.columns_:
-            series = frame[column]
-            if column in self.categories_:
-                values = series.astype(object).where(series.notna(), None)
-                out[column] = values.map(lambda v: None if v is None else str(v)).astype(object)
-            elif column in self.datetime_:
-                out[column] = _datetime_to_seconds(series)
-            else:
-                out[column] = _to_float(series)
+            out[column] = _as_served(frame[column], self.serving_types_[column])
         return pd.DataFrame(out, index=frame.index)
+
+    def _named_columns(self, X: pd.DataFrame) -> pd.DataFrame:
+        frame = X.copy()
+        frame.columns = [str(c) for c in frame.columns]
+        missing = [c for c in self.columns_ if c not in frame.columns]
+        if missing:
+            raise ValueError(f"input is missing feature columns {missing}; pass every training column.")
+        return frame
+
+
+def _as_served(series: pd.Series, kind: str) -> pd.Series:
+    if kind == STRING:
+        values = series.astype(object).where(series.notna(), None)
+        return values.map(lambda v: None if v is None else _label_text(v)).astype(object)
+    if kind == DATETIME:
+        return _to_utc(series).dt.tz_localize(None).astype("datetime64[ns]")
+
+    numbers = _to_float(series)
+    has_missing = bool(numbers.isna().any())
+    if kind == BOOLEAN:
+        flags = numbers.map(lambda v: None if np.isnan(v) else bool(v))
+        return flags.astype(object) if has_missing else flags.astype(bool)
+    if kind == LONG and not has_missing:
+        return numbers.astype("int64")
+    return numbers
 
 
 def _to_category(series: pd.Series, levels: list[str]) -> pd.Series:
@@ -102,8 +146,9 @@ def _label_text(value: Any) -> str:
 
 
 def _to_float(series: pd.Series) -> pd.Series:
-    if pd.api.types.is_bool_dtype(series.dtype) or series.dtype == object:
-        mapped = series.map(_bool_or_number)
+    holds_text = series.dtype == object or isinstance(series.dtype, pd.StringDtype)
+    if pd.api.types.is_bool_dtype(series.dtype) or holds_text:
+        mapped = series.astype(object).map(_bool_or_number)
         return pd.to_numeric(mapped, errors="coerce").astype("float64")
     return pd.to_numeric(series, errors="coerce").astype("float64")
 
@@ -120,7 +165,12 @@ def _bool_or_number(value: Any) -> Any:
     return value
 
 
+def _to_utc(series: pd.Series) -> pd.Series:
+    # Naive values are read as UTC, so a frame and its JSON round trip give the same seconds.
+    return pd.to_datetime(series, errors="coerce", utc=True)
+
+
 def _datetime_to_seconds(series: pd.Series) -> pd.Series:
-    moments = pd.to_datetime(series, errors="coerce")
-    seconds = (moments - pd.Timestamp("1970-01-01", tz=moments.dt.tz)) / pd.Timedelta(seconds=1)
+    moments = _to_utc(series)
+    seconds = (moments - pd.Timestamp("1970-01-01", tz="UTC")) / pd.Timedelta(seconds=1)
     return seconds.astype("float64")

@@ -1,0 +1,154 @@
+"""Logging, checking and registering the winner, on the per-test SQLite store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlflow_hpo import __version__
+from mlflow_hpo.cli import main
+from mlflow_hpo.promotion import CHALLENGER, CHAMPION
+from mlflow_hpo.registry import (
+    TAG_COMMIT,
+    TAG_DIGEST,
+    TAG_PARENT,
+    TAG_STUDY,
+    TAG_TRAINING_DATASET,
+    TAG_TRIAL,
+    TAG_VERSION,
+    RegistrationError,
+    check_signature,
+    log_and_register,
+)
+from tests._registry_tables import (
+    fit_model,
+    mixed_frame,
+    new_parent,
+    plan_job,
+    register,
+    write_table,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _signature_types(model_uri: str) -> dict[str, tuple[str, bool]]:
+    inputs = mlflow.models.get_model_info(model_uri).signature.inputs.inputs
+    return {spec.name: (spec.type.name, spec.required) for spec in inputs}
+
+
+def test_version_records_lineage_and_dataset(tmp_path: Path, client: mlflow.MlflowClient) -> None:
+    job = plan_job(tmp_path)
+    parent = new_parent(job)
+
+    registration = log_and_register(fit_model(job), job, parent, 7)
+
+    tags = client.get_model_version(registration.name, registration.version).tags
+    assert tags[TAG_STUDY] == job.study_name
+    assert tags[TAG_PARENT] == parent.run_id
+    assert tags[TAG_TRIAL] == "7"
+    assert tags[TAG_DIGEST] == job.dataset.digest
+    assert tags[TAG_VERSION] == __version__
+    if (REPO_ROOT / ".git").exists():
+        assert len(tags[TAG_COMMIT]) == 40
+    inputs = client.get_run(parent.run_id).inputs.dataset_inputs
+    assert len(inputs) == 1
+    dataset = inputs[0].dataset
+    assert dataset.digest == tags[TAG_TRAINING_DATASET]
+    assert json.loads(dataset.profile)["num_rows"] == len(job.dataset.raw_train)
+    assert [tag.value for tag in inputs[0].tags] == ["training"]
+
+
+def test_registered_model_predicts_on_records(tmp_path: Path) -> None:
+    job = plan_job(tmp_path)
+    model = fit_model(job)
+    registration = log_and_register(model, job, new_parent(job), 0)
+    assert _signature_types(registration.model_uri) == {
+        "x": ("double", True),
+        "color": ("string", True),
+        "count": ("double", False),
+        "flag": ("boolean", False),
+        "k": ("long", True),
+    }
+    records = [
+        {"x": 0.2, "color": "red", "count": 3, "flag": True, "k": 4},
+        {"x": -1.3, "color": "purple", "count": None, "flag": None, "k": 0},
+        {"x": 1.1, "color": None, "count": 1, "flag": False, "k": 9},
+    ]
+
+    served = mlflow.pyfunc.load_model(f"models:/{registration.name}@{CHAMPION}").predict(pd.DataFrame(records))
+
+    expected = model.predict(pd.DataFrame(records).assign(color=["red", None, None]))
+    np.testing.assert_array_equal(np.asarray(served), expected)
+
+
+def test_all_missing_column_stops_registration(tmp_path: Path, client: mlflow.MlflowClient) -> None:
+    frame = mixed_frame().assign(note=pd.Series([None] * 240, dtype=object))
+    job = plan_job(tmp_path, frame)
+
+    with pytest.raises(RegistrationError, match="feature column 'note' has no value in any training row"):
+        register(job)
+
+    assert client.search_registered_models() == []
+
+
+def test_signature_without_a_column_is_rejected(tmp_path: Path) -> None:
+    job = plan_job(tmp_path)
+    served = job.dataset.preprocessor.serving_frame(job.dataset.raw_train)
+    signature = mlflow.models.infer_signature(served.drop(columns=["flag"]))
+
+    with pytest.raises(RegistrationError, match="feature column 'flag' is missing from the model signature"):
+        check_signature(signature, job.dataset.preprocessor)
+
+
+def test_rerun_adds_no_version(tmp_path: Path, client: mlflow.MlflowClient) -> None:
+    job = plan_job(tmp_path)
+    parent = new_parent(job)
+    first = log_and_register(fit_model(job), job, parent, 0)
+
+    again = log_and_register(fit_model(job), job, parent, 0)
+
+    assert again.version == first.version
+    assert again.reused
+    assert not first.reused
+    assert again.decision is not None
+    assert again.decision.outcome == "kept"
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{first.name}'")] == [first.version]
+    assert str(client.get_model_version_by_alias(first.name, CHAMPION).version) == first.version
+    assert str(client.get_model_version_by_alias(first.name, CHALLENGER).version) == first.version
+
+
+def test_registration_off_logs_the_model_only(tmp_path: Path, client: mlflow.MlflowClient) -> None:
+    job = plan_job(tmp_path, register_model="")
+
+    registration = register(job)
+
+    assert registration.name == ""
+    assert registration.version is None
+    assert registration.model_uri.startswith("models:/")
+    assert client.search_registered_models() == []
+
+
+@pytest.mark.slow
+def test_registration_error_exits_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], client: mlflow.MlflowClient
+) -> None:
+    frame = mixed_frame().assign(note=pd.Series([None] * 240, dtype=object))
+    path = write_table(tmp_path, frame)
+    args = ["tune", "--data", str(path), "--target", "y", "--model", "logistic_regression", "--n_trials", "1",
+            "--n_folds", "2", "--importance", "none", "--register_model", "mixed"]
+
+    status = main(args)
+
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mlflow-hpo: error:")]
+    assert status == 1
+    assert len(errors) == 1
+    assert errors[0].startswith("mlflow-hpo: error: feature column 'note' has no value in any training row")
+    assert client.search_registered_models() == []
+    runs = client.search_runs(["0"])
+    assert {run.info.status for run in runs if not run.data.tags.get("mlflow.parentRunId")} == {"FAILED"}
