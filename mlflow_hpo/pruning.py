@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -127,7 +128,10 @@ def make_pruner(
             reduction_factor=HYPERBAND_REDUCTION_FACTOR,
         )
     if plan.name == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=WILCOXON_P_THRESHOLD)
+        with warnings.catch_warnings():
+            # Optuna 5.1 still marks WilcoxonPruner experimental; choosing it is deliberate here.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.WilcoxonPruner(p_threshold=WILCOXON_P_THRESHOLD)
     return optuna.pruners.NopPruner()
 
 
