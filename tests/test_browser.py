@@ -3,11 +3,12 @@
 Needs Debian's chromium and chromium-driver (/usr/bin/chromium,
 /usr/bin/chromedriver), which `.ci/run` installs, and selenium from the test
 extra. Set MLFLOW_HPO_SCREENSHOTS to a folder to keep the screenshots there
-(docs/images holds the ones the docs show).
+(docs/images contains the ones the docs show).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -111,12 +112,19 @@ def served_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         _wait_until_healthy(url, process, log)
         yield {"url": url, "parent": parent, "children": children, "study_name": result.study_name}
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+        _stop_process_group(process)
+
+
+def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop the server and the job consumers it started, all in its own process group."""
+    os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=30)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    process.wait(timeout=30)
 
 
 @pytest.fixture
