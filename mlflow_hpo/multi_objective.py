@@ -159,6 +159,18 @@ def directions(job: Job) -> list[str]:
     return [job.objective.direction] + [s.direction for s in secondary_of(job)]
 
 
+def check_stored_directions(study: optuna.Study, job: Job) -> None:
+    """Raise ConfigError if a resumed study has other objective directions than ``job``."""
+    stored = [d.name.lower() for d in study.directions]
+    expected = directions(job)
+    if stored != expected:
+        raise ConfigError(
+            f"study {job.study_name!r} was created with directions {stored}, but metric={job.config.metric!r} "
+            f"gives {expected}; resume it with its own metric list or use a new study_name such as "
+            f"{job.study_name}-v2."
+        )
+
+
 def secondary_of(job: Job) -> tuple[SecondaryObjective, ...]:
     return tuple(getattr(job, "secondary", ()))
 

@@ -26,6 +26,7 @@ from mlflow_hpo.metrics import Objective
 from mlflow_hpo.models import FitContext, ModelAdapter, get_adapter
 from mlflow_hpo.multi_objective import (
     SecondaryObjective,
+    check_stored_directions,
     multi_objective_function,
     prepare_objectives,
     trial_metrics,
@@ -206,6 +207,7 @@ def _create_or_load_study(job: Job, storage: optuna.storages.BaseStorage) -> opt
         load_if_exists=True,
     )
     if exists:
+        check_stored_directions(study, job)
         stored = study.user_attrs.get(SPACE_ATTR)
         if stored is not None and stored != signature:
             raise ConfigError(

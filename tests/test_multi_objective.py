@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
-from mlflow_hpo import TuneConfig
+from mlflow_hpo import TuneConfig, tune
 from mlflow_hpo._errors import ConfigError
 from mlflow_hpo.cli import main
 from mlflow_hpo.multi_objective import (
@@ -241,3 +241,12 @@ def test_registered_model_follows_select_rule(two_objective_study: dict[str, Any
     assert f"select=max:roc_auc|latency<1000 chose trial {expected}" in summary
     assert best_config["trial_number"] == expected
     assert set(best_config["objective_values"]) == {"roc_auc", "latency"}
+
+
+def test_resume_with_other_directions_rejected() -> None:
+    storage = open_storage(storage_url(mlflow.get_tracking_uri()))
+    optuna.create_study(storage=storage, study_name="one-objective", direction="maximize")
+
+    with pytest.raises(ConfigError, match=r"created with directions \['maximize'\], but metric='roc_auc,latency'"):
+        tune(TuneConfig(metric="roc_auc,latency", study_name="one-objective", n_trials=2, register_model=""))
+    assert mlflow.search_runs(search_all_experiments=True).empty
