@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import logging
 import os
 import re
@@ -105,14 +106,18 @@ def open_storage(url: str, *, failed_trial_callback: Any = None) -> BaseStorage:
         try:
             with init_lock:
                 return RDBStorage(
-                    url,
+                    database_url_with_driver(url),
                     heartbeat_interval=HEARTBEAT_INTERVAL,
                     grace_period=HEARTBEAT_GRACE,
-                    failed_trial_callback=failed_trial_callback,
+                    heartbeat_stale_trial_callback=failed_trial_callback,
                     engine_kwargs=engine_kwargs,
                 )
         except Exception as exc:  # SQLAlchemy and driver errors have no common base
-            reason = redact_url(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+            # Optuna reports some connection errors as ImportError; the cause holds the driver's message.
+            root: BaseException = exc
+            while root.__cause__ is not None or root.__context__ is not None:
+                root = root.__cause__ or root.__context__  # type: ignore[assignment]
+            reason = redact_url(str(root).strip().splitlines()[0]) if str(root).strip() else type(root).__name__
             raise ConfigError(
                 f"cannot open storage {redact_url(url)!r} from {STORAGE_ENV} ({reason}); "
                 "check the URL, the server and the driver package."
@@ -129,6 +134,19 @@ def open_storage(url: str, *, failed_trial_callback: Any = None) -> BaseStorage:
 
 def study_exists(storage: BaseStorage, name: str) -> bool:
     return name in optuna.study.get_all_study_names(storage)
+
+
+def database_url_with_driver(url: str) -> str:
+    """Name the installed PostgreSQL driver in a plain ``postgresql://`` URL.
+
+    SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3, while this project
+    depends on psycopg2; the URL keeps working with whichever is installed.
+    """
+    if not url.startswith("postgresql://") or importlib.util.find_spec("psycopg") is not None:
+        return url
+    if importlib.util.find_spec("psycopg2") is None:
+        return url
+    return "postgresql+psycopg2://" + url[len("postgresql://") :]
 
 
 def _sqlite_path(url: str) -> str:
@@ -187,7 +205,8 @@ def _advisory_lock(url: str, name: str) -> Iterator[None]:
 
     engine = _ENGINES.get(url)
     if engine is None:
-        engine = _ENGINES[url] = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        engine = sqlalchemy.create_engine(database_url_with_driver(url), poolclass=sqlalchemy.pool.NullPool)
+        _ENGINES[url] = engine
     # pg_advisory_lock takes a signed 64-bit key.
     key = int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
     with engine.connect() as connection:

@@ -46,7 +46,7 @@ from mlflow_hpo.strategy import Strategy, choose_strategy, trial_budget
 from mlflow_hpo.tracking import StudyMirror, TrialRecord, tag
 from mlflow_hpo.trial_loop import HeartbeatFailures, TrialLoop
 from mlflow_hpo.warm_start import enqueue_warm_start, warm_start_configs
-from mlflow_hpo.workers import CONFIG_ATTR, stored_config
+from mlflow_hpo.workers import CONFIG_ATTR, finalize_once, stored_config
 
 _logger = logging.getLogger(__name__)
 
@@ -176,7 +176,9 @@ def tune(config: TuneConfig) -> TuneResult:
         mirror.close()
         from mlflow_hpo.finalize import finalize
 
-        result = finalize(study, job, parent, client, wall_time=time.monotonic() - started)
+        result = finalize_once(
+            study, job, lambda: finalize(study, job, parent, client, wall_time=time.monotonic() - started)
+        )
         failed = False
         return result
     finally:

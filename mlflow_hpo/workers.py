@@ -11,13 +11,14 @@ and neither re-open nor end that run: the ``tune`` process owns it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import optuna
@@ -25,12 +26,24 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_hpo._errors import ConfigError
 from mlflow_hpo.config import TuneConfig
-from mlflow_hpo.storage import STORAGE_ENV, open_storage, redact_url, storage_url, study_exists
+from mlflow_hpo.storage import (
+    STORAGE_ENV,
+    open_storage,
+    redact_url,
+    storage_url,
+    study_exists,
+    study_lock,
+)
+
+if TYPE_CHECKING:
+    from mlflow_hpo.study import Job, TuneResult
 
 _logger = logging.getLogger(__name__)
 
 # Study user attribute with the configuration the study was created with.
 CONFIG_ATTR = "mlflow_hpo_config"
+# Study user attribute with the last TuneResult and the finished-trial count it covers.
+RESULT_ATTR = "mlflow_hpo_result"
 # Fields whose relative paths are made absolute in the stored configuration,
 # so a worker started in another folder finds the same files.
 _PATH_FIELDS = ("data", "space")
@@ -113,7 +126,34 @@ def worker_command(study_name: str) -> list[str]:
     return [sys.executable, "-m", "mlflow_hpo", "worker", "--study_name", study_name]
 
 
-def run_local_workers(job: Any, count: int) -> None:
+def finalize_once(study: optuna.Study, job: Job, run_finalize: Callable[[], TuneResult]) -> TuneResult:
+    """Finalize the study unless another process already did so after its last trial.
+
+    Several ``tune`` processes on one study all reach this point; the first
+    refits, reports and registers the winner, and the others return its
+    stored result instead of registering the same winner again.
+    """
+    from mlflow_hpo.study import TuneResult
+
+    with study_lock(job.storage_url, job.study_name, "finalize"):
+        finished = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
+        stored = study.user_attrs.get(RESULT_ATTR)
+        if stored and stored.get("n_finished") == finished:
+            _logger.info("Study %s was finalized after its last trial already; returning that result.", job.study_name)
+            names = {field.name for field in dataclasses.fields(TuneResult)}
+            return TuneResult(**{key: value for key, value in stored.items() if key in names})
+        result = run_finalize()
+        plain = json.loads(json.dumps(dataclasses.asdict(result), default=_plain_value))
+        study.set_user_attr(RESULT_ATTR, {"n_finished": finished, **plain})
+        return result
+
+
+def _plain_value(value: Any) -> Any:
+    item = getattr(value, "item", None)
+    return item() if callable(item) else str(value)
+
+
+def run_local_workers(job: Job, count: int) -> None:
     """Start ``count`` worker processes on this machine for ``job``'s study and wait for them.
 
     A worker that exits with an error is logged; its running trials are
