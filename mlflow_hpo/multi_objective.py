@@ -216,7 +216,8 @@ class RecordingScorer:
 
 def measure_latency(estimator: Any, X: pd.DataFrame) -> float:
     """Return the median milliseconds that ``estimator.predict`` takes on 1,000 rows."""
-    rows = X.iloc[np.resize(np.arange(len(X)), LATENCY_ROWS)] if isinstance(X, pd.DataFrame) else np.resize(X, (LATENCY_ROWS, *np.shape(X)[1:]))
+    index = np.resize(np.arange(len(X)), LATENCY_ROWS)
+    rows = X.iloc[index] if isinstance(X, pd.DataFrame) else np.asarray(X)[index]
     estimator.predict(rows)
     timings = []
     for _ in range(LATENCY_REPEATS):
@@ -308,7 +309,8 @@ def parse_select(text: str, names: Sequence[str], study_directions: Sequence[str
             constraints.append(_constraint(match, text, names))
             continue
         head, _, name = part.partition(":")
-        if goal or (head not in ("knee", "max", "min")) or (head == "knee") == bool(name):
+        valid_goal = (head == "knee" and not name) or (head in ("max", "min") and bool(name))
+        if goal or not valid_goal:
             raise ConfigError(
                 f"select={text!r} has an invalid part {part!r}; use knee, max:<objective> or "
                 f"min:<objective>, then optional |<objective><op><number> bounds, e.g. "
@@ -317,8 +319,6 @@ def parse_select(text: str, names: Sequence[str], study_directions: Sequence[str
         if head != "knee":
             _check_goal(head, name, text, names, study_directions)
         goal, target = head, name
-    if any(c.name == target for c in constraints) and goal != "knee":
-        _logger.info("select=%r bounds the objective it also optimizes (%s).", text, target)
     if not constraints and not goal:
         raise ConfigError(f"select={text!r} is empty; use knee or max:<objective>, objectives: {known}.")
     return SelectRule(goal or "knee", target, tuple(constraints))

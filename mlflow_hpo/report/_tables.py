@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from mlflow_hpo.multi_objective import pareto_ranks
+from mlflow_hpo.multi_objective import BUILTIN_METRIC, pareto_ranks
 from mlflow_hpo.report._context import ReportContext
 
 TOP_TRIALS = 20
@@ -128,6 +128,7 @@ def summary_markdown(study: optuna.Study, ctx: ReportContext, importance: dict[s
     details = ctx.details
     counts = details.get("counts") or _state_counts(trials)
     objectives = ", ".join(f"{n} ({d}d)" for n, d in zip(ctx.objectives, ctx.directions, strict=True))
+
     lines = [
         f"# Study {ctx.study_name}",
         "",
@@ -137,6 +138,7 @@ def summary_markdown(study: optuna.Study, ctx: ReportContext, importance: dict[s
         f"- Sampler: {ctx.sampler}, seed {ctx.seed}",
         f"- Pruner: {ctx.pruner}",
     ]
+
     if details.get("cv_scheme"):
         lines.append(f"- Cross-validation: {details['cv_scheme']}, {details.get('n_splits')} splits")
     if ctx.storage:
@@ -149,6 +151,7 @@ def summary_markdown(study: optuna.Study, ctx: ReportContext, importance: dict[s
     for name in ctx.objectives[1:]:
         if ctx.objective_method(name):
             lines.append(f"- {name}: {ctx.objective_method(name)}")
+
     lines += ["", *_scores_section(ctx)]
     if details.get("registry"):
         lines += ["", *details["registry"]]
@@ -160,6 +163,7 @@ def _scores_section(ctx: ReportContext) -> list[str]:
     name = ctx.objectives[0]
     if details.get("cv_mean") is None:
         return ["No final model was refit for this study, so there is no held-out score."]
+
     lines = ["## Scores of the winner", ""]
     if details.get("selection"):
         lines += [f"Selection: {details['selection']}", ""]
@@ -172,13 +176,15 @@ def _scores_section(ctx: ReportContext) -> list[str]:
     ]
     for objective, value in (details.get("objective_values") or {}).items():
         if objective != name:
-            lines.append(f"| {objective} of the winner | {_cell(value)} |")
+            lines.append(f"| {BUILTIN_METRIC.get(objective, objective)} of the winner | {_cell(value)} |")
+
     test = details.get("test_score")
     if test is not None:
         lines += [
             f"| held-out test {name} (refit winner, used once) | {_cell(test)} |",
             f"| CV minus held-out | {_cell(details['cv_mean'] - test)} |",
         ]
+
     nested = details.get("nested")
     if nested:
         lines += [
