@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from mlflow_hpo import TuneConfig, tune
 from mlflow_hpo.cli import main
 from mlflow_hpo.report import ReportContext, replay_command, write_report
+from mlflow_hpo.storage import open_storage, storage_url
 
 REPORT_FILES = {
     "best_config.json",
@@ -209,3 +210,19 @@ def test_report_command_unknown_study_exits_2(capsys: pytest.CaptureFixture[str]
 
     assert status == 2
     assert "study 'missing' not found in storage" in capsys.readouterr().err
+
+
+def test_report_command_handles_foreign_study(tmp_path: Path) -> None:
+    storage = open_storage(storage_url(mlflow.get_tracking_uri()))
+    study = optuna.create_study(storage=storage, study_name="foreign", sampler=optuna.samplers.RandomSampler(seed=1))
+    study.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0) ** 2, n_trials=6)
+
+    status = main(["report", "--study-name", "foreign", "--output", str(tmp_path / "out")])
+
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    best = json.loads((tmp_path / "out" / "best_config.json").read_text())
+    assert status == 0
+    assert "No final model was refit for this study" in summary
+    assert "- Sampler: unknown (the study was not finished by mlflow-hpo)" in summary
+    assert best["objectives"] == {"value": "minimize"}
+    assert (tmp_path / "out" / "plots" / "optimization_history.png").exists()
