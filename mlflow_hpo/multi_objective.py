@@ -182,10 +182,11 @@ class _Recorder(threading.local):
 
 
 class RecordingScorer:
-    """Scores a fold with the first objective and records the secondary objectives.
+    """Scorer of the first objective that also records the secondary objectives of each fold.
 
-    Recording happens only inside `record_trial`, so other callers of the
-    scorer (such as the held-out test) see a plain scorer.
+    Recording happens only while an objective from
+    `multi_objective_function` runs a trial, so other callers of the scorer
+    (such as the held-out test) see a plain scorer.
     """
 
     def __init__(self, scorer: Any, secondary: tuple[SecondaryObjective, ...]) -> None:
@@ -272,7 +273,7 @@ class Constraint:
 
 @dataclasses.dataclass(frozen=True)
 class SelectRule:
-    """How the trial to refit and register is chosen from a multi-objective study.
+    """Rule that chooses the trial to refit and register from a multi-objective study.
 
     ``goal`` is ``knee``, ``max`` or ``min``; ``target`` names the objective
     of ``max`` and ``min``; ``constraints`` filter the trials first.
@@ -360,7 +361,7 @@ def check_select(config: TuneConfig, names: Sequence[str], study_directions: Seq
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
-    """The chosen trial and a sentence that says why."""
+    """The chosen trial and the reason for the choice, as one sentence."""
 
     trial: optuna.trial.FrozenTrial
     reason: str
@@ -396,7 +397,7 @@ def select_trial(
     """Choose the trial that ``rule`` picks from the completed ``trials``.
 
     When no trial meets the constraints, the rule's goal applies to all
-    trials and the reason says so.
+    trials and the reason states it.
 
     Raises:
         ValueError: if ``trials`` is empty.

@@ -1,4 +1,4 @@
-"""What a report needs besides the trials, from a finished job or from a stored study.
+"""Report context: the study facts besides the trials, from a finished job or a stored study.
 
 `write_study_report` stores this context as a study user attribute, so
 `mlflow-hpo report` can rebuild every artifact from the Optuna storage

@@ -1,6 +1,6 @@
 """Portable study export (study.json) and its import into any Optuna storage.
 
-The file holds the study's directions and user attributes, and for each
+The file contains the study's directions and user attributes, and for each
 trial its number, state, values, parameters with their distributions,
 intermediate values, user and system attributes and timestamps. Non-finite
 floats among values are written as the strings "nan", "inf" and "-inf", so

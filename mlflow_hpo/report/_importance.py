@@ -31,9 +31,11 @@ from mlflow_hpo.tracking import safe_key
 
 _logger = logging.getLogger(__name__)
 
-# Below this many completed trials the evaluators rank noise, so importance is skipped.
+# Importance is skipped below this many completed trials.
+# NOTE: a judgment, not a measured threshold: with fewer trials a ranking mostly reflects noise.
 MIN_COMPLETED_TRIALS = 5
-# PED-ANOVA needs this many trials in each regime (active or inactive) of a parameter.
+# Trials that PED-ANOVA needs in each regime (active or inactive) of a parameter;
+# Optuna 5.1 drops smaller regimes (PedAnovaImportanceEvaluator._min_n_trials_in_regime).
 MIN_TRIALS_PER_REGIME = 2
 
 Target = Callable[[optuna.trial.FrozenTrial], float]

@@ -124,7 +124,7 @@ def _save(folder: Path, name: str, static: Callable[[], Any], interactive: Calla
         if interactive is not None:
             interactive().write_html(folder / f"{name}.html", include_plotlyjs=True)
             written.append(f"{name}.html")
-    except (ImportError, ValueError, RuntimeError, TypeError, KeyError, IndexError) as exc:
-        _logger.warning("Skipping the %s plot: %s", name, exc)
+    except Exception as exc:  # noqa: BLE001 - a plot must never fail the study
+        _logger.warning("Skipping the %s plot: %s", name, exc, exc_info=True)
         plt.close("all")
     return written
