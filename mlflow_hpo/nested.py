@@ -20,6 +20,7 @@ import numpy as np
 import optuna
 
 from mlflow_hpo._errors import HpoError, TrialError
+from mlflow_hpo.config import TuneConfig
 from mlflow_hpo.cv import CVResult, Splitter, choose_splitter, refit_rounds, score_fold
 from mlflow_hpo.pruning import make_pruner
 from mlflow_hpo.strategy import choose_strategy, trial_budget
@@ -88,9 +89,7 @@ def outer_splitter(job: Job) -> Splitter:
     config = job.config
     if job.splitter.scheme == "repeated":
         config = config.replace(cv="kfold" if job.dataset.task == "regression" else "stratified")
-    return choose_splitter(
-        config, job.dataset.task, job.dataset.y_train, job.dataset.groups_train, iterative=job.adapter.iterative
-    )
+    return _splitter(config, job.dataset.task, job.dataset.y_train, job.dataset.groups_train, job.adapter.iterative)
 
 
 def nested_cross_validate(job: Job) -> NestedResult:
@@ -124,15 +123,19 @@ def _inner_job(job: Job, train_index: np.ndarray) -> Job:
         y_train=job.dataset.y_train[train_index],
         groups_train=None if job.dataset.groups_train is None else job.dataset.groups_train[train_index],
     )
-    with warnings.catch_warnings():
-        # The outer splitter already warned about a small n_folds.
-        warnings.simplefilter("ignore", UserWarning)
-        splitter = choose_splitter(
-            job.config, dataset.task, dataset.y_train, dataset.groups_train, iterative=job.adapter.iterative
-        )
+    splitter = _splitter(job.config, dataset.task, dataset.y_train, dataset.groups_train, job.adapter.iterative)
     # A fresh sampler per outer fold: samplers keep state between trials.
     strategy = choose_strategy(job.config, job.space, n_rows=len(dataset.X_train), n_splits=splitter.n_splits)
     return dataclasses.replace(job, dataset=dataset, splitter=splitter, strategy=strategy)
+
+
+def _splitter(
+    config: TuneConfig, task: str, y: np.ndarray, groups: np.ndarray | None, iterative: bool
+) -> Splitter:
+    with warnings.catch_warnings():
+        # The study's own splitter already warned about a small n_folds.
+        warnings.simplefilter("ignore", UserWarning)
+        return choose_splitter(config, task, y, groups, iterative=iterative)
 
 
 def _search(job: Job, fold: int) -> tuple[optuna.trial.FrozenTrial, int | None]:
