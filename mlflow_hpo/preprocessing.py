@@ -17,6 +17,10 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 # MLflow column types of the serving frame, one per kind of training column.
 STRING, BOOLEAN, LONG, DOUBLE, DATETIME = "string", "boolean", "long", "double", "datetime"
+# Nullable integers (``Int64``) get MLflow's Any type. Records of integers arrive as int64 and
+# records with nulls as float64, and MLflow 3.17's schema enforcement rejects one of the two
+# for every concrete type (int64 -> double and float64 -> long are both refused).
+ANY = "Any"
 
 
 def is_categorical_column(series: pd.Series) -> bool:
@@ -32,10 +36,9 @@ def is_categorical_column(series: pd.Series) -> bool:
 def serving_type(series: pd.Series) -> str:
     """Return the MLflow column type that a JSON request uses for a training column.
 
-    Label columns are strings; booleans stay booleans (with None for
-    missing); integer columns without a missing-value marker are longs;
-    nullable integers (``Int64``) are doubles because JSON parsers turn a
-    column of integers and nulls into floats with NaN.
+    Label columns are strings, booleans stay booleans (with None for
+    missing), NumPy integer columns are longs and nullable integer columns
+    (``Int64``) are ``Any``. Other numbers are doubles.
     """
     dtype = series.dtype
     if is_categorical_column(series):
@@ -44,8 +47,9 @@ def serving_type(series: pd.Series) -> str:
         return BOOLEAN
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return DATETIME
-    is_numpy_integer = isinstance(dtype, np.dtype) and dtype.kind in "iu"
-    return LONG if is_numpy_integer else DOUBLE
+    if pd.api.types.is_integer_dtype(dtype):
+        return LONG if isinstance(dtype, np.dtype) else ANY
+    return DOUBLE
 
 
 class TablePreprocessor(TransformerMixin, BaseEstimator):
@@ -58,7 +62,8 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
         numeric_: columns converted to float64 (numbers, booleans, datetimes);
             missing values become NaN.
         serving_types_: for each column, the MLflow type of the serving
-            frame (``string``, ``boolean``, ``long``, ``double`` or ``datetime``).
+            frame (``string``, ``boolean``, ``long``, ``double``, ``datetime``
+            or ``Any``).
     """
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> TablePreprocessor:
@@ -97,8 +102,8 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
 
         Label columns become object strings with None for missing, booleans
         bool (object with None when some are missing), integers int64
-        (float64 when some are missing), datetimes timezone-naive UTC, and
-        other numbers float64.
+        (float64 when some are missing), nullable integers object ints with
+        None, datetimes timezone-naive UTC, and other numbers float64.
         """
         frame = self._named_columns(X)
         out: dict[str, Any] = {}
@@ -125,11 +130,20 @@ def _as_served(series: pd.Series, kind: str) -> pd.Series:
     numbers = _to_float(series)
     has_missing = bool(numbers.isna().any())
     if kind == BOOLEAN:
-        flags = numbers.map(lambda v: None if np.isnan(v) else bool(v))
-        return flags.astype(object) if has_missing else flags.astype(bool)
+        if not has_missing:
+            return numbers.astype(bool)
+        return _objects(numbers, bool)
     if kind == LONG and not has_missing:
         return numbers.astype("int64")
+    if kind == ANY:
+        return _objects(numbers, int)
     return numbers
+
+
+def _objects(numbers: pd.Series, convert: Any) -> pd.Series:
+    # Built as a list because Series.map would turn ints and None back into floats and NaN.
+    values = [None if np.isnan(v) else convert(v) for v in numbers.to_numpy()]
+    return pd.Series(values, index=numbers.index, dtype=object)
 
 
 def _to_category(series: pd.Series, levels: list[str]) -> pd.Series:

@@ -15,7 +15,9 @@ import importlib.metadata
 import json
 import logging
 import re
+import shutil
 import subprocess
+import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,11 +29,12 @@ from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from mlflow_hpo import __version__
 from mlflow_hpo._errors import HpoError
 from mlflow_hpo.data import frame_digest
-from mlflow_hpo.preprocessing import TablePreprocessor
+from mlflow_hpo.preprocessing import ANY, TablePreprocessor
 from mlflow_hpo.promotion import CHALLENGER, Decision, HeldOut, run_gate
 from mlflow_hpo.runs import ParentRun
 from mlflow_hpo.serving import TunedModel
@@ -137,8 +140,21 @@ def build_signature(model: TunedModel, job: Job, example: pd.DataFrame) -> Model
         raise RegistrationError(
             f"could not infer a model signature from the training rows ({exc}); the model is not registered."
         ) from exc
+    signature = _with_any_columns(signature, preprocessor)
     check_signature(signature, preprocessor)
     return signature
+
+
+def _with_any_columns(signature: ModelSignature, preprocessor: TablePreprocessor) -> ModelSignature:
+    """Give nullable integer columns MLflow's Any type, optional, in place of the inferred one."""
+    if signature.inputs is None:
+        return signature
+    columns = []
+    for spec in signature.inputs.inputs:
+        if preprocessor.serving_types_.get(str(spec.name)) == ANY:
+            spec = ColSpec(AnyType(), name=spec.name, required=False)
+        columns.append(spec)
+    return ModelSignature(inputs=Schema(columns), outputs=signature.outputs, params=signature.params)
 
 
 def check_signature(signature: ModelSignature, preprocessor: TablePreprocessor) -> None:
@@ -153,7 +169,7 @@ def check_signature(signature: ModelSignature, preprocessor: TablePreprocessor) 
             raise RegistrationError(
                 f"feature column {column!r} is missing from the model signature; the model is not registered."
             )
-        if found == "Any":
+        if found == "Any" and expected != ANY:
             raise RegistrationError(
                 f"feature column {column!r} has no value in any training row, so the model signature "
                 "cannot give it a type; drop the column or fill it, then tune again."
@@ -301,13 +317,16 @@ def smoke_test(model_uri: str, example: pd.DataFrame, expected: np.ndarray) -> N
 def _log_checked_model(model: TunedModel, job: Job, parent: ParentRun) -> str:
     example = input_example(job)
     signature = build_signature(model, job, example)
-    with _parent_active(parent):
+    with _parent_active(parent), tempfile.TemporaryDirectory() as folder:
+        # Ship the package's sources only, without the bytecode caches next to them.
+        code = Path(folder) / Path(_PACKAGE_DIR).name
+        shutil.copytree(_PACKAGE_DIR, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         info = mlflow.sklearn.log_model(
             model,
             name=MODEL_ARTIFACT,
             signature=signature,
             input_example=example,
-            code_paths=[_PACKAGE_DIR],
+            code_paths=[str(code)],
             pip_requirements=pip_requirements(),
             serialization_format="cloudpickle",
         )

@@ -39,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def _signature_types(model_uri: str) -> dict[str, tuple[str, bool]]:
     inputs = mlflow.models.get_model_info(model_uri).signature.inputs.inputs
-    return {spec.name: (spec.type.name, spec.required) for spec in inputs}
+    return {spec.name: (str(getattr(spec.type, "name", None) or spec.type), spec.required) for spec in inputs}
 
 
 def test_version_records_lineage_and_dataset(tmp_path: Path, client: mlflow.MlflowClient) -> None:
@@ -71,7 +71,7 @@ def test_registered_model_predicts_on_records(tmp_path: Path) -> None:
     assert _signature_types(registration.model_uri) == {
         "x": ("double", True),
         "color": ("string", True),
-        "count": ("double", False),
+        "count": ("Any", False),
         "flag": ("boolean", False),
         "k": ("long", True),
     }
@@ -80,11 +80,14 @@ def test_registered_model_predicts_on_records(tmp_path: Path) -> None:
         {"x": -1.3, "color": "purple", "count": None, "flag": None, "k": 0},
         {"x": 1.1, "color": None, "count": 1, "flag": False, "k": 9},
     ]
+    champion = mlflow.pyfunc.load_model(f"models:/{registration.name}@{CHAMPION}")
 
-    served = mlflow.pyfunc.load_model(f"models:/{registration.name}@{CHAMPION}").predict(pd.DataFrame(records))
+    served = champion.predict(pd.DataFrame(records))
+    served_without_nulls = champion.predict(pd.DataFrame(records[:1]))
 
     expected = model.predict(pd.DataFrame(records).assign(color=["red", None, None]))
     np.testing.assert_array_equal(np.asarray(served), expected)
+    np.testing.assert_array_equal(np.asarray(served_without_nulls), expected[:1])
 
 
 def test_all_missing_column_stops_registration(tmp_path: Path, client: mlflow.MlflowClient) -> None:
@@ -100,9 +103,9 @@ def test_all_missing_column_stops_registration(tmp_path: Path, client: mlflow.Ml
 def test_signature_without_a_column_is_rejected(tmp_path: Path) -> None:
     job = plan_job(tmp_path)
     served = job.dataset.preprocessor.serving_frame(job.dataset.raw_train)
-    signature = mlflow.models.infer_signature(served.drop(columns=["flag"]))
+    signature = mlflow.models.infer_signature(served.drop(columns=["x"]))
 
-    with pytest.raises(RegistrationError, match="feature column 'flag' is missing from the model signature"):
+    with pytest.raises(RegistrationError, match="feature column 'x' is missing from the model signature"):
         check_signature(signature, job.dataset.preprocessor)
 
 
