@@ -239,6 +239,7 @@ def test_registered_model_follows_select_rule(two_objective_study: dict[str, Any
 
     assert version.tags["mlflow_hpo.trial_number"] == str(expected)
     assert f"select=max:roc_auc|latency<1000 chose trial {expected}" in summary
+    assert f"- Pareto front: {len(study.best_trials)} trials" in summary
     assert best_config["trial_number"] == expected
     assert set(best_config["objective_values"]) == {"roc_auc", "latency"}
 

@@ -148,6 +148,11 @@ def summary_markdown(study: optuna.Study, ctx: ReportContext, importance: dict[s
         f"- Wall time: {_wall_time(details, trials)}",
         f"- Importance: {_importance_line(importance)}",
     ]
+    if ctx.is_multi_objective:
+        lines.append(
+            f"- Pareto front: {len(study.best_trials)} trials (pareto_front.csv; their child runs carry "
+            "the tag mlflow_hpo.pareto=true)"
+        )
     for name in ctx.objectives[1:]:
         if ctx.objective_method(name):
             lines.append(f"- {name}: {ctx.objective_method(name)}")
