@@ -40,6 +40,11 @@ def check_staged(config: TuneConfig, space: SearchSpace) -> None:
             f"staged=true needs one objective to pick the stage-1 winner, got metric={config.metric!r}; "
             "pass a single metric or staged=false."
         )
+    if config.workers > 1:
+        raise ConfigError(
+            f"staged=true runs its two stages in this process, so it cannot share them with "
+            f"workers={config.workers}; use workers=1 (n_jobs runs trials in parallel threads) or staged=false."
+        )
     first = [p.name for p in space if p.tier == 1]
     rest = [p.name for p in space if p.tier > 1]
     if not first or not rest:
@@ -51,6 +56,9 @@ def check_staged(config: TuneConfig, space: SearchSpace) -> None:
 
 def suggest_values(job: Job, trial: optuna.Trial) -> dict[str, Any]:
     """Sample the trial's parameters; in staged tuning, only those of the current stage."""
+    # NOTE: a `mlflow-hpo worker` that joins a staged study in stage 2 samples
+    # the tier-1 parameters freely, because only the process that ran stage 1
+    # installs the PartialFixedSampler with the stage-1 winners.
     if not job.config.staged:
         return job.space.suggest(trial)
     stage = int(trial.study.user_attrs.get(CURRENT_STAGE_ATTR, 1))

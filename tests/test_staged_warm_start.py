@@ -150,3 +150,10 @@ def test_warm_start_from_unknown_study_rejected(client: MlflowClient) -> None:
 def test_warm_start_of_itself_rejected() -> None:
     with pytest.raises(ConfigError, match=r"warm_start='same' names the study itself"):
         TuneConfig(warm_start="same", study_name="same")
+
+
+def test_staged_with_workers_rejected(tmp_path: Path) -> None:
+    config = TuneConfig(space=_write(tmp_path / "space.yaml", TIERED), staged=True, workers=2, **FAST)
+
+    with pytest.raises(ConfigError, match=r"staged=true runs its two stages in this process.*workers=2"):
+        tune(config)
