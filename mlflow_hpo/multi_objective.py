@@ -93,6 +93,11 @@ def prepare_objectives(config: TuneConfig, task: str) -> tuple[TuneConfig, Objec
     """
     first = resolve_objective(config.metrics[0], task)
     secondary = resolve_secondary(config, task)
+    if secondary and config.staged:
+        raise ConfigError(
+            f"staged=true picks the first stage's best trial by one score, but metric={config.metric!r} "
+            "has several objectives; set staged=false or tune one metric."
+        )
     names = [first.name, *(s.name for s in secondary)]
     check_select(config, names, [first.direction, *(s.direction for s in secondary)])
     if secondary:

@@ -94,6 +94,11 @@ def test_bad_select_rejected_before_any_run() -> None:
     assert mlflow.search_runs(search_all_experiments=True).empty
 
 
+def test_staged_multi_objective_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"staged=true picks the first stage's best trial by one score"):
+        plan(TuneConfig(metric="roc_auc,latency", staged=True, n_trials=2))
+
+
 def test_select_on_single_objective_rejected() -> None:
     with pytest.raises(ConfigError, match=r"select='max:roc_auc' applies to multi-objective studies"):
         plan(TuneConfig(metric="roc_auc", select="max:roc_auc", n_trials=2))
