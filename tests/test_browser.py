@@ -169,6 +169,7 @@ def test_trials_nest_under_parent_run(served_study: dict[str, Any], browser: Any
         expected_conditions.visibility_of_element_located((By.LINK_TEXT, served_study["study_name"]))
     )
     folded = [e for e in browser.find_elements(By.LINK_TEXT, names[0]) if e.is_displayed()]
+    # MLflow 3.17 renders the square expand button of a parent run inside its run-name cell.
     expander = browser.find_element(By.CSS_SELECTOR, 'button[data-component-id*="runnamecellrenderer"]')
     expander.click()
     child_links = [
