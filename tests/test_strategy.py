@@ -234,3 +234,19 @@ def test_strategy_benchmark_quick_mode(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "strategies.json").read_text())
     assert results["budget"]["seeds"] == [0]
     assert len(results["datasets"]["diabetes"]["seeds"]) == 1
+
+
+def test_random_samples_log_ranges_log_uniformly() -> None:
+    space = SearchSpace((Param("C", "float", 1e-4, 1e4, log=True),))
+    strategy = choose_strategy(TuneConfig(strategy="random", seed=0), space)
+    study = optuna.create_study(sampler=strategy.sampler)
+
+    values = []
+    for _ in range(400):
+        trial = study.ask()
+        values.append(space.suggest(trial)["C"])
+        study.tell(trial, 0.0)
+
+    below_one = sum(1 for value in values if value < 1.0)
+    # Log-uniform over 8 decades puts half the draws below 1; uniform would put almost none there.
+    assert 160 < below_one < 240
