@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -215,7 +216,7 @@ def _create_or_load_study(job: Job, storage: optuna.storages.BaseStorage) -> opt
             raise ConfigError(
                 f"study {job.study_name!r} was created with another search space "
                 f"({space_difference(stored, signature)}); "
-                f"use a new study_name such as {job.study_name}-v2."
+                f"use a new study_name such as {free_study_name(storage, job.study_name)}."
             )
         stored_metric = study.user_attrs.get("metric")
         if stored_metric is not None and stored_metric != job.objective.name:
@@ -230,6 +231,16 @@ def _create_or_load_study(job: Job, storage: optuna.storages.BaseStorage) -> opt
         study.set_user_attr("model", job.config.model)
         study.set_user_attr(CONFIG_ATTR, stored_config(job.config.replace(study_name=job.study_name)))
     return study
+
+
+def free_study_name(storage: optuna.storages.BaseStorage, name: str) -> str:
+    """Return ``<name>-v2``, or the next ``-vN`` suffix that no study in ``storage`` uses yet."""
+    match = re.fullmatch(r"(.+)-v(\d+)", name)
+    stem, number = (match[1], int(match[2]) + 1) if match else (name, 2)
+    taken = set(optuna.study.get_all_study_names(storage))
+    while f"{stem}-v{number}" in taken:
+        number += 1
+    return f"{stem}-v{number}"
 
 
 def space_difference(stored: dict[str, str], current: dict[str, str]) -> str:

@@ -30,6 +30,7 @@ from mlflow_hpo.spaces import (
     space_signature,
 )
 from mlflow_hpo.storage import open_storage, storage_url
+from mlflow_hpo.study import free_study_name
 from mlflow_hpo.tracking import TAG_PARENT, TAG_TRIAL
 
 # Small, fast settings for end-to-end runs on a linear model.
@@ -423,3 +424,13 @@ def test_stored_signature_matches_space() -> None:
 
     assert set(signature) == {"C", "class_weight"}
     assert optuna.distributions.json_to_distribution(signature["C"]) == space.distributions()["C"]
+
+
+def test_free_study_name_skips_taken_names() -> None:
+    storage = optuna.storages.InMemoryStorage()
+    for name in ("cancer", "cancer-v2", "cancer-v3"):
+        optuna.create_study(study_name=name, storage=storage)
+
+    assert free_study_name(storage, "cancer") == "cancer-v4"
+    assert free_study_name(storage, "cancer-v3") == "cancer-v4"
+    assert free_study_name(storage, "wine") == "wine-v2"
