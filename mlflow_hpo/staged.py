@@ -81,8 +81,8 @@ class StageLoop(Protocol):
 def run_in_stages(loop: StageLoop, job: Job) -> int:
     """Run stage 1 and then stage 2 through ``loop``; return the number of trials run here.
 
-    ``loop.n_trials`` is the budget of the whole study; stage 1 ends when
-    the study contains half of it, stage 2 when it contains all of it.
+    ``loop.n_trials`` is the budget of the whole study. Stage 1 ends when the
+    study contains half of it, and stage 2 when it contains all of it.
     """
     study = loop.study
     n_trials, timeout = loop.n_trials, loop.timeout

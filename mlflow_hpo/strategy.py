@@ -91,24 +91,24 @@ def choose_strategy(
     min_trials: int | None = None
     if name == "auto":
         if size < GRID_MAX_COMBINATIONS and len(space) <= GRID_MAX_PARAMS and not space.is_conditional() and not config.staged:
-            name, why = "grid", f"{size_text} over {len(space)} parameters, so every combination runs once"
+            name, rationale = "grid", f"{size_text} over {len(space)} parameters, so every combination runs once"
         elif size <= RANDOM_MAX_COMBINATIONS and cost_rows < EXPENSIVE_TRIAL_ROWS:
-            name, why = "random", (
+            name, rationale = "random", (
                 f"{size_text} over {len(space)} parameters ({cost_text}), a medium discrete space "
                 f"that random search covers in {RANDOM_MIN_TRIALS} or more trials"
             )
             min_trials = RANDOM_MIN_TRIALS
         elif size <= RANDOM_MAX_COMBINATIONS:
-            name, why = "tpe", (
+            name, rationale = "tpe", (
                 f"{size_text} over {len(space)} parameters, but {cost_text} makes "
                 f"{RANDOM_MIN_TRIALS} random trials expensive, so TPE models where good values lie"
             )
         else:
-            name, why = "tpe", (
+            name, rationale = "tpe", (
                 f"{size_text} over {len(space)} parameters ({cost_text}), too large to enumerate, "
                 "so TPE models where good values lie"
             )
-        reason = f"auto chose {name}: {why}"
+        reason = f"auto chose {name}: {rationale}"
     else:
         reason = f"strategy={name} requested ({size_text} over {len(space)} parameters)"
 
