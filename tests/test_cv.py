@@ -256,3 +256,9 @@ def test_scheme_runs_through_cli(scheme: str, extra: list[str], tmp_path: Path) 
     assert best_config["cv"]["scheme"] == scheme
     assert best_config["refit_rule"] == parent.data.tags["mlflow_hpo.refit_rule"]
     assert len(best_config["fold_best_iterations"]) == best_config["cv"]["n_splits"]
+    children = client.search_runs(["0"], filter_string=f"tags.`{TAG_PARENT}` = '{parent.info.run_id}'")
+    finished = [run for run in children if run.info.status == "FINISHED"]
+    assert finished
+    history = client.get_metric_history(finished[0].info.run_id, "learning_curve_fold0_auc")
+    assert len(history) > 1
+    assert [point.step for point in history] == list(range(len(history)))

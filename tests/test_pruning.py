@@ -192,3 +192,17 @@ def test_pruned_child_run_killed_with_step(client: MlflowClient) -> None:
     assert child.info.status == "KILLED"
     assert child.data.tags["mlflow_hpo.pruned_at_step"] == "100"
     assert child.data.metrics["pruned_at_value"] == pytest.approx(0.88)
+
+
+@pytest.mark.slow
+def test_pruning_benchmark_quick_mode() -> None:
+    from benchmarks.bench_pruning import main as bench_main
+
+    summary = bench_main(["--quick"])
+
+    assert summary["trials"] == 6
+    assert set(summary["variants"]) == {"none", "median"}
+    assert summary["time_ratio"] > 0
+    for row in summary["variants"].values():
+        assert row["complete"] + row["pruned"] == 6
+        assert 0.5 < row["best_cv"] <= 1.0
