@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -28,6 +30,7 @@ from mlflow_hpo.promotion import (
 )
 from mlflow_hpo.study import tune
 from tests._registry_tables import held_out_of, mixed_frame, plan_job, register, write_table
+from tests.conftest import REPO_ROOT, subprocess_env
 
 
 def _alias(client: mlflow.MlflowClient, alias: str) -> str:
@@ -76,6 +79,22 @@ def test_worse_version_is_rejected(tmp_path: Path, client: mlflow.MlflowClient) 
     assert {v.current_stage for v in client.search_model_versions("name = 'mixed'")} == {"None"}
 
 
+def test_gate_rerun_changes_nothing(tmp_path: Path, client: mlflow.MlflowClient) -> None:
+    job = plan_job(tmp_path)
+    strong = register(job)
+    weak = register(job, weak=True)
+    before = {v: _tags(client, v) for v in (strong.version, weak.version)}
+    held_out = held_out_of(job)
+
+    again = run_gate(client, "mixed", weak.version, held_out)
+    kept = run_gate(client, "mixed", strong.version, held_out)
+
+    assert again.outcome == REJECTED
+    assert kept.outcome == "kept"
+    assert {v: _tags(client, v) for v in (strong.version, weak.version)} == before
+    assert _alias(client, CHAMPION) == strong.version
+
+
 def test_margin_admits_slightly_worse(tmp_path: Path, client: mlflow.MlflowClient) -> None:
     job = plan_job(tmp_path, promote_margin=0.6)
     strong = register(job)
@@ -105,23 +124,6 @@ def test_compare_scores_follows_direction(
     decided, _ = compare_scores(candidate, champion, direction=direction, margin=margin, metric="m")
 
     assert decided == outcome
-
-
-def test_rerun_of_gate_changes_nothing(tmp_path: Path, client: mlflow.MlflowClient) -> None:
-    job = plan_job(tmp_path)
-    strong = register(job)
-    weak = register(job, weak=True)
-    before = {v: _tags(client, v) for v in (strong.version, weak.version)}
-    assert weak.decision is not None
-    held_out = held_out_of(job)
-
-    again = run_gate(client, "mixed", weak.version, held_out)
-    kept = run_gate(client, "mixed", strong.version, held_out)
-
-    assert again.outcome == REJECTED
-    assert kept.outcome == "kept"
-    assert {v: _tags(client, v) for v in (strong.version, weak.version)} == before
-    assert _alias(client, CHAMPION) == strong.version
 
 
 def test_forced_promotion_records_reason(tmp_path: Path, client: mlflow.MlflowClient) -> None:
@@ -205,3 +207,30 @@ def test_two_studies_leave_champion_on_better(tmp_path: Path, client: mlflow.Mlf
     predictions = np.asarray(champion.predict(pd.DataFrame(records)))
     assert set(predictions) <= {"yes", "no"}
     assert len(predictions) == 2
+
+
+@pytest.mark.slow
+def test_mlflow_run_promote_forces_version(
+    tmp_path: Path, tracking_store: str, client: mlflow.MlflowClient
+) -> None:
+    job = plan_job(tmp_path)
+    strong = register(job)
+    weak = register(job, weak=True)
+    command = [
+        sys.executable, "-m", "mlflow", "run", str(REPO_ROOT), "-e", "promote", "--env-manager", "local",
+        "-P", "model_name=mixed", "-P", f"version={weak.version}", "-P", "force=true",
+        "-P", "reason=baseline for an A/B test",
+    ]
+
+    completed = subprocess.run(
+        command, cwd=tmp_path, env=subprocess_env(tracking_store), capture_output=True, text=True, timeout=600
+    )
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert f"mixed version {weak.version}: `{CHAMPION}` moved to version {weak.version} without the gate" in completed.stdout
+    assert _alias(client, CHAMPION) == weak.version
+    assert _tags(client, weak.version)[TAG_PREVIOUS] == strong.version
+    assert _tags(client, weak.version)[TAG_REASON] == "forced: baseline for an A/B test"
+    promote_runs = client.search_runs(["0"], filter_string="tags.`mlflow_hpo.promotion.decision` = 'forced'")
+    assert len(promote_runs) == 1
+    assert promote_runs[0].info.status == "FINISHED"
