@@ -139,7 +139,7 @@ class StudyMirror:
         self._thread.start()
 
     def mirrored_trials(self) -> set[int]:
-        """Load the trial numbers that already have a child run under the parent."""
+        """Load the trial numbers that already have a finished child run under the parent."""
         query = f"tags.`{TAG_PARENT}` = '{self.parent_run_id}'"
         numbers: set[int] = set()
         token = None
@@ -149,7 +149,8 @@ class StudyMirror:
             )
             for run in page:
                 number = run.data.tags.get(TAG_TRIAL)
-                if number is not None:
+                # A RUNNING child was left half-written by a crash; the next write completes it.
+                if number is not None and run.info.status != "RUNNING":
                     numbers.add(int(number))
             token = page.token
             if not token:

@@ -137,7 +137,7 @@ class TrialLoop:
     def run(self) -> int:
         """Run trials until the budget or the timeout is used; return how many ran here."""
         self._deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        with _autologging_paused():
+        with autologging_paused(warn=True):
             if self.n_jobs == 1:
                 self._work()
             else:
@@ -284,16 +284,17 @@ def _enqueue_retry(study: optuna.Study, trial: FrozenTrial) -> None:
     _logger.info("Trial %d re-queued with the same parameters (retry_failed=true).", trial.number)
 
 
-def _autologging_paused() -> contextlib.AbstractContextManager[None]:
-    """Pause MLflow autologging while trials run, because the mirror owns the trial keys.
+def autologging_paused(*, warn: bool = False) -> contextlib.AbstractContextManager[None]:
+    """Pause MLflow autologging, because mlflow_hpo owns the keys of its runs.
 
     Autologging would otherwise open a run per cross-validation fit and log
-    the same hyperparameter names a second time.
+    the same hyperparameter names a second time. With ``warn``, a warning
+    names the flavours whose autologging is on.
     """
     from mlflow.utils.autologging_utils import autologging_is_disabled, disable_autologging
 
     enabled = [flavor for flavor in ("sklearn", "lightgbm", "xgboost") if not autologging_is_disabled(flavor)]
-    if enabled:
+    if enabled and warn:
         _logger.warning(
             "MLflow autologging is on for %s; it is paused while trials run because mlflow_hpo "
             "logs each trial's params and metrics to its child run itself.", ", ".join(enabled),

@@ -134,6 +134,7 @@ def finalize_once(study: optuna.Study, job: Job, run_finalize: Callable[[], Tune
     stored result instead of registering the same winner again.
     """
     from mlflow_hpo.study import TuneResult
+    from mlflow_hpo.trial_loop import autologging_paused
 
     with study_lock(job.storage_url, job.study_name, "finalize"):
         finished = len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
@@ -142,7 +143,8 @@ def finalize_once(study: optuna.Study, job: Job, run_finalize: Callable[[], Tune
             _logger.info("Study %s was finalized after its last trial already; returning that result.", job.study_name)
             names = {field.name for field in dataclasses.fields(TuneResult)}
             return TuneResult(**{key: value for key, value in stored.items() if key in names})
-        result = run_finalize()
+        with autologging_paused():
+            result = run_finalize()
         plain = json.loads(json.dumps(dataclasses.asdict(result), default=_plain_value))
         study.set_user_attr(RESULT_ATTR, {"n_finished": finished, **plain})
         return result

@@ -116,4 +116,5 @@ def test_killed_study_resumes_to_total(tracking_store: str, tmp_path: Path, clie
     states = {t.number: t.state.name for t in trials}
     assert all(r.data.tags["mlflow_hpo.trial_state"] == states[int(r.data.tags[TAG_TRIAL])] for r in children)
     experiments = [e.experiment_id for e in client.search_experiments()]
-    assert client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'") == []
+    running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
+    assert [(r.info.run_name, r.data.tags.get(TAG_TRIAL)) for r in running] == []
