@@ -246,9 +246,9 @@ def cross_validate(
 ) -> CVResult:
     """Fit and score ``kwargs`` on every fold; raise TrialError if a fold cannot be scored.
 
-    ``on_round(fold, round, value)`` sees each boosting round's validation
-    value; ``on_fold(fold, score)`` sees each fold score as it arrives (a
-    pruner may raise from either to stop the trial).
+    ``on_round(fold, round, value)`` receives each boosting round's validation
+    value, and ``on_fold(fold, score)`` each fold score as it arrives. A
+    pruner may raise from either to stop the trial.
     """
     scores: list[float] = []
     best_iterations: list[int | None] = []

@@ -64,7 +64,7 @@ class NestedResult:
         return float(np.mean([f.inner_best for f in self.folds]))
 
     def metrics(self, name: str) -> dict[str, float]:
-        """Return the parent-run metrics, under names that say they come from nested CV."""
+        """Return the parent-run metrics, under names that mark them as nested CV."""
         values = {
             f"nested_outer_{name}_mean": self.outer_mean,
             f"nested_outer_{name}_std": self.outer_std,

@@ -1,9 +1,9 @@
 """Pruner choice and the reports that feed it on one step axis.
 
-Boosters report on a round axis: the value at step ``fold * max_boost_rounds
-+ round`` is the mean, over the folds seen so far, of the study scorer on
-each fold's inner validation set (the best value of every finished fold and
-the current value of the running fold). Steps increase across folds and
+Boosters report on a round axis, at step ``fold * max_boost_rounds +
+round``. The value there is the study scorer on the inner validation sets,
+averaged over the folds seen so far: the best value of every finished fold
+and the current value of the running fold. Steps increase across folds and
 never repeat, and a trial is compared with other trials at the same fold and
 round while every fold it has seen counts. Models without rounds report on a
 fold axis: step ``fold``, with the fold's CV score (Wilcoxon) or the mean of
@@ -66,7 +66,7 @@ class FoldWindowMedianPruner(optuna.pruners.MedianPruner):
     median of other trials at the current step. Across folds that best value
     could come from an earlier, easier fold, so this pruner keeps only the
     steps of the current fold (``stride`` steps per fold) when it judges.
-    The running mean over folds that the reports carry still holds every
+    The running mean over folds that the reports carry still includes every
     fold the trial has seen.
     """
 
