@@ -85,6 +85,8 @@ class ReportContext:
 
 def context_from_job(study: optuna.Study, job: Job, details: dict[str, Any]) -> ReportContext:
     """Build the context of a job that has just finished its study."""
+    from mlflow_hpo.pruning import pruner_label
+
     dataset = job.dataset
     data = (
         f"`{job.config.data}` ({dataset.task}, {len(dataset.X_train)} training rows, "
@@ -98,7 +100,7 @@ def context_from_job(study: optuna.Study, job: Job, details: dict[str, Any]) -> 
         strategy=job.strategy.name,
         strategy_reason=job.strategy.reason,
         sampler=type(study.sampler).__name__,
-        pruner=type(study.pruner).__name__,
+        pruner=f"{pruner_label(job)}; Optuna {type(study.pruner).__name__}",
         data=data,
         storage=redact_url(job.storage_url),
         param_names=list(job.space.names),
