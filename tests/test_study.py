@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -100,12 +101,14 @@ def test_parent_artifacts_describe_the_winner(
 ) -> None:
     result = lightgbm_result["result"]
     names = {a.path for a in lightgbm_client.list_artifacts(result.parent_run_id)}
-    assert PARENT_ARTIFACTS <= names
+    assert names >= PARENT_ARTIFACTS
     plots = {a.path for a in lightgbm_client.list_artifacts(result.parent_run_id, "plots")}
     assert "plots/optimization_history.png" in plots
 
-    local = mlflow.artifacts.download_artifacts(run_id=result.parent_run_id, artifact_path="best_config.json", dst_path=str(tmp_path))
-    best = json.loads(open(local).read())
+    local = mlflow.artifacts.download_artifacts(
+        run_id=result.parent_run_id, artifact_path="best_config.json", dst_path=str(tmp_path)
+    )
+    best = json.loads(Path(local).read_text())
     assert best["params"] == result.best_params
     assert best["cv"]["mean"] == pytest.approx(result.best_cv_mean)
     assert best["replay_command"].startswith("mlflow run . --env-manager local")
