@@ -322,6 +322,11 @@ def refit_rounds(result: CVResult, n_train_rows: int) -> tuple[int | None, str]:
         return None, "model without boosting rounds"
     median = statistics.median(iterations)
     if not any(result.stopped_early):
+        _logger.warning(
+            "No fold stopped early before the round cap of %d, so the refit uses the cap; "
+            "a higher max_boost_rounds may score better.",
+            int(median),
+        )
         return int(median), "no fold stopped early, so the refit uses the round cap"
     scale = n_train_rows / float(np.mean(result.fit_rows))
     rounds = max(1, int(round(median * scale)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import mlflow
@@ -30,6 +31,7 @@ from mlflow_hpo.metrics import resolve_objective
 from mlflow_hpo.models import FitContext, FitResult, get_adapter
 from mlflow_hpo.models._boosters import LightGBMAdapter
 from mlflow_hpo.tracking import TAG_PARENT
+from tests.conftest import subprocess_env
 
 FAST = ["--n_trials", "2", "--max_boost_rounds", "30", "--register_model", "", "--importance", "none"]
 
@@ -219,6 +221,20 @@ def test_refit_rounds_when_no_fold_stopped() -> None:
 
     assert rounds == 300
     assert rule == "no fold stopped early, so the refit uses the round cap"
+
+
+@pytest.mark.slow
+def test_console_script_time_series(tmp_path: Path, tracking_store: str) -> None:
+    data = _table(tmp_path / "daily.csv")
+    command = ["mlflow-hpo", "tune", "--data", str(data), "--target", "label", *FAST]
+    command += ["--time_column", "day", "--gap", "3", "--n_folds", "4"]
+
+    finished = subprocess.run(command, env=subprocess_env(tracking_store), capture_output=True, text=True, timeout=600)
+
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    parent = _parent(MlflowClient(tracking_store))
+    assert parent.data.tags["mlflow_hpo.cv"] == "time_series"
+    assert parent.data.params["gap"] == "3"
 
 
 def _parent(client: MlflowClient) -> mlflow.entities.Run:
