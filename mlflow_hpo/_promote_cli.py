@@ -15,7 +15,7 @@ _RUN_TAG_VERSION = "mlflow_hpo.promotion.version"
 def add_promote_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``promote`` to ``parser``."""
     parser.add_argument("--model_name", required=True, help="registered model name")
-    parser.add_argument("--version", default="", help="version to promote (default: the one that holds challenger)")
+    parser.add_argument("--version", default="", help="version to promote (default: the one that the challenger alias points to)")
     parser.add_argument(
         "--data", default="", help="held-out rows that both versions are scored on: sklearn:<name> or a CSV/Parquet path"
     )

@@ -1,7 +1,7 @@
 """The champion gate: registry aliases move only to a model that is not worse.
 
-A version faces the gate against the version that holds the ``champion``
-alias. Both are loaded from the registry and scored on the same held-out rows
+A version faces the gate against the version that the ``champion`` alias
+points to. Both are loaded from the registry and scored on the same held-out rows
 with the same scikit-learn scorer; ``champion`` moves to the candidate only
 if its score is not worse by more than a margin in the metric's direction.
 The decision, both scores and the previous holder are stored as version tags.
@@ -90,7 +90,7 @@ class Decision:
 
     @property
     def is_champion(self) -> bool:
-        """True when this version holds ``champion`` after the decision."""
+        """True when ``champion`` points to this version after the decision."""
         return self.outcome != REJECTED
 
     def tags(self) -> dict[str, str]:
@@ -112,14 +112,14 @@ class Decision:
         verb = {
             PROMOTED: f"`{CHAMPION}` moved to version {self.version}",
             FORCED: f"`{CHAMPION}` moved to version {self.version} without the gate",
-            KEPT: f"version {self.version} already holds `{CHAMPION}`; nothing changed",
+            KEPT: f"`{CHAMPION}` already points to version {self.version}; nothing changed",
             REJECTED: f"`{CHAMPION}` stays on version {self.previous_champion}",
         }[self.outcome]
         return f"{verb} ({self.reason})."
 
 
 def champion_version(client: MlflowClient, name: str) -> str | None:
-    """Return the version that holds ``champion``, or None."""
+    """Return the version that ``champion`` points to, or None."""
     try:
         return str(client.get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException as exc:
@@ -147,8 +147,8 @@ def score_version(name: str, version: str, held_out: HeldOut) -> float:
 def run_gate(client: MlflowClient, name: str, version: str, held_out: HeldOut, *, margin: float = 0.0) -> Decision:
     """Score ``version`` against the champion and move ``champion`` if it is not worse.
 
-    With no champion, the version is promoted. A version that already holds
-    ``champion`` is left as it is, so running the gate again is harmless.
+    With no champion, the version is promoted. A version that ``champion``
+    already points to is left as it is, so running the gate again is harmless.
     A champion that cannot be scored on ``held_out`` (for example because the
     columns changed) stays, and the reason names the forced promotion as the
     way out.
@@ -174,7 +174,7 @@ def run_gate(client: MlflowClient, name: str, version: str, held_out: HeldOut, *
     candidate = score_version(name, version, held_out)
     if previous is None:
         return apply_decision(
-            client, dataclasses.replace(base, outcome=PROMOTED, reason="no version held it", candidate_score=candidate)
+            client, dataclasses.replace(base, outcome=PROMOTED, reason="no version had the alias", candidate_score=candidate)
         )
 
     try:
@@ -243,13 +243,16 @@ def force_promotion(
 
 
 def apply_decision(client: MlflowClient, decision: Decision) -> Decision:
-    """Record ``decision`` as version tags, then move ``champion`` if it says so."""
+    """Record ``decision`` as version tags, then move ``champion`` when the outcome is promoted or forced."""
     for key, value in decision.tags().items():
         client.set_model_version_tag(decision.name, decision.version, key, value)
     # NOTE: two gates of the same model that run at once can both read the same
     # champion; the alias then ends on whichever writes last.
     if decision.outcome in (PROMOTED, FORCED):
         client.set_registered_model_alias(decision.name, CHAMPION, decision.version)
+        if TAG_REPLACED_BY in client.get_model_version(decision.name, decision.version).tags:
+            # A version that takes champion back is no longer replaced.
+            client.delete_model_version_tag(decision.name, decision.version, TAG_REPLACED_BY)
         if decision.previous_champion:
             client.set_model_version_tag(decision.name, decision.previous_champion, TAG_REPLACED_BY, decision.version)
     _logger.info("Champion gate of %s version %s: %s", decision.name, decision.version, decision.describe())
@@ -263,8 +266,8 @@ def load_held_out(data: str, *, target: str, metric: str, task: str) -> HeldOut:
     frame, default_target, _ = load_table(data)
     target = target or default_target
     if target not in frame.columns:
-        shown = ", ".join(str(c) for c in list(frame.columns)[:20])
-        raise ConfigError(f"target={target!r} is not a column of data={data!r}; columns are: {shown}.")
+        columns = ", ".join(str(c) for c in list(frame.columns)[:20])
+        raise ConfigError(f"target={target!r} is not a column of data={data!r}; columns are: {columns}.")
     frame = frame.loc[frame[target].notna()].reset_index(drop=True)
     if frame.empty:
         raise ConfigError(f"data={data!r} has no row with a value in target {target!r}; pass held-out rows.")
@@ -292,7 +295,7 @@ def promote(
 
     Args:
         name: Registered model name.
-        version: Version to promote; empty means the one that holds ``challenger``.
+        version: Version to promote; empty means the one that ``challenger`` points to.
         data: Held-out rows (``sklearn:<name>`` or a CSV/Parquet path) that
             both versions are scored on; required unless ``force``. Pass rows
             that neither version was trained on.
@@ -337,7 +340,7 @@ def promote(
 
 
 def resolve_version(client: MlflowClient, name: str, version: str) -> str:
-    """Return ``version`` checked against the registry, or the version that holds ``challenger``."""
+    """Return ``version`` checked against the registry, or the version that ``challenger`` points to."""
     try:
         client.get_registered_model(name)
     except MlflowException:
@@ -349,7 +352,7 @@ def resolve_version(client: MlflowClient, name: str, version: str) -> str:
             return str(client.get_model_version_by_alias(name, CHALLENGER).version)
         except MlflowException:
             raise ConfigError(
-                f"no version of {name!r} holds the alias {CHALLENGER!r}; pass version=<number>."
+                f"alias {CHALLENGER!r} of {name!r} not found; pass version=<number>."
             ) from None
     try:
         return str(client.get_model_version(name, version).version)

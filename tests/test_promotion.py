@@ -24,6 +24,7 @@ from mlflow_hpo.promotion import (
     TAG_DECISION,
     TAG_PREVIOUS,
     TAG_REASON,
+    TAG_REPLACED_BY,
     compare_scores,
     promote,
     run_gate,
@@ -139,6 +140,13 @@ def test_forced_promotion_records_reason(tmp_path: Path, client: mlflow.MlflowCl
     assert tags[TAG_DECISION] == "forced"
     assert tags[TAG_REASON] == "forced: roll back to the baseline"
     assert tags[TAG_PREVIOUS] == strong.version
+    assert _tags(client, strong.version)[TAG_REPLACED_BY] == weak.version
+
+    promote("mixed", version=strong.version, force=True, reason="restore the tuned model")
+
+    assert _alias(client, CHAMPION) == strong.version
+    assert TAG_REPLACED_BY not in _tags(client, strong.version)
+    assert _tags(client, weak.version)[TAG_REPLACED_BY] == strong.version
 
 
 def test_force_without_reason_is_rejected(tmp_path: Path) -> None:
