@@ -12,6 +12,7 @@ import pytest
 
 from mlflow_hpo import __version__
 from mlflow_hpo.cli import main
+from mlflow_hpo.config import TuneConfig
 from mlflow_hpo.promotion import CHALLENGER, CHAMPION
 from mlflow_hpo.registry import (
     TAG_COMMIT,
@@ -23,8 +24,12 @@ from mlflow_hpo.registry import (
     TAG_VERSION,
     RegistrationError,
     check_signature,
+    input_example,
     log_and_register,
+    smoke_test,
 )
+from mlflow_hpo.serving import TunedModel
+from mlflow_hpo.study import plan
 from tests._registry_tables import (
     fit_model,
     mixed_frame,
@@ -155,3 +160,31 @@ def test_registration_error_exits_with_one_line(
     assert client.search_registered_models() == []
     runs = client.search_runs(["0"])
     assert {run.info.status for run in runs if not run.data.tags.get("mlflow.parentRunId")} == {"FAILED"}
+
+
+def test_smoke_test_rejects_changed_predictions(tmp_path: Path) -> None:
+    job = plan_job(tmp_path, register_model="")
+    model = fit_model(job)
+    registration = log_and_register(model, job, new_parent(job), 0)
+    example = input_example(job)
+    flipped = np.where(model.predict(example) == "yes", "no", "yes")
+
+    with pytest.raises(RegistrationError, match="predicts differently on its input example after loading"):
+        smoke_test(registration.model_uri, example, flipped)
+    with pytest.raises(RegistrationError, match="failed to predict on its input example"):
+        smoke_test(registration.model_uri, example.drop(columns=["x"]), model.predict(example))
+
+
+def test_regression_winner_registers_and_gates(tmp_path: Path, client: mlflow.MlflowClient) -> None:
+    job = plan(TuneConfig(data="sklearn:diabetes", model="ridge", n_trials=1, register_model="diabetes"))
+    estimator = job.adapter.fit_final({}, job.context, job.dataset.X_train, job.dataset.y_train, None)
+    model = TunedModel(job.dataset.preprocessor, estimator)
+
+    registration = log_and_register(model, job, new_parent(job), 0)
+
+    assert registration.decision is not None
+    assert registration.decision.metric == "neg_root_mean_squared_error"
+    assert registration.decision.candidate_score == pytest.approx(
+        job.objective.scorer(estimator, job.dataset.X_test, job.dataset.y_test)
+    )
+    assert str(client.get_model_version_by_alias("diabetes", CHAMPION).version) == registration.version
