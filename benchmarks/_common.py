@@ -108,7 +108,10 @@ def machine_facts() -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
+    import mlflow_hpo
+
     return {
+        "mlflow_hpo_source": str(Path(mlflow_hpo.__file__).resolve().parent.parent),
         "cpu_model": cpu_model,
         "cores": os.cpu_count(),
         "memory_gib": memory_gib,

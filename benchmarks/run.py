@@ -76,6 +76,7 @@ def render_markdown(sections: list[Section], facts: dict[str, Any], *, quick: bo
         f"- machine: {facts['cores']} cores, {facts['cpu_model']}, {facts['memory_gib']} GiB, {facts['os']}",
         f"- load average at start: {facts.get('load_average', 'n/a')}",
         f"- versions: {versions}",
+        f"- mlflow_hpo source: `{facts['mlflow_hpo_source']}`, repository commit {facts.get('commit', 'n/a')}",
         f"- command: `{facts['command']}`",
         "",
     ]
@@ -100,6 +101,13 @@ def _load_average() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "n/a"
+
+
+def _git_commit() -> str:
+    completed = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, check=False
+    )
+    return completed.stdout.strip() or "n/a"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -127,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     facts = machine_facts()
     facts["load_average"] = _load_average()
+    facts["commit"] = _git_commit()
     facts["command"] = "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
     sections: list[Section] = []
     with tempfile.TemporaryDirectory(prefix="mlflow-hpo-bench-") as folder:

@@ -30,7 +30,7 @@ def test_quick_run_writes_every_part(tmp_path: Path) -> None:
     for title in ("## Overhead", "## Growth", "## Quality for the budget", "## Scaling", "## Memory"):
         assert title in markdown
     overhead = payload["sections"][0]
-    for label, _, wall, training, ratio in overhead["rows"]:
+    for label, _, wall, training, ratio, _ in overhead["rows"]:
         assert 0 < training <= wall, label
         assert ratio == pytest.approx(wall / training), label
 
