@@ -44,7 +44,7 @@ from mlflow_hpo.spaces import (
 from mlflow_hpo.staged import check_staged, run_in_stages, suggest_values
 from mlflow_hpo.storage import open_storage, redact_url, storage_url, study_exists, study_lock
 from mlflow_hpo.strategy import Strategy, choose_strategy, trial_budget
-from mlflow_hpo.tracking import StudyMirror, TrialRecord, tag
+from mlflow_hpo.tracking import StudyMirror, TrialRecord, safe_value, tag
 from mlflow_hpo.trial_loop import HeartbeatFailures, TrialLoop
 from mlflow_hpo.warm_start import enqueue_warm_start, warm_start_configs
 from mlflow_hpo.workers import CONFIG_ATTR, finalize_once, stored_config
@@ -271,7 +271,8 @@ def _log_parent_setup(client: MlflowClient, job: Job, parent: ParentRun) -> None
             f"mlflow={mlflow.__version__} optuna={optuna.__version__} python={sys.version.split()[0]}"
         ),
     }
-    mirror_params = [mlflow.entities.Param(k, v) for k, v in params.items()]
+    # A data URL may carry a password, and a value past MLflow's limit would abort the study.
+    mirror_params = [mlflow.entities.Param(k, safe_value(redact_url(v))) for k, v in params.items()]
     client.log_batch(parent.run_id, params=mirror_params, tags=[tag(k, v) for k, v in tags.items()])
 
 

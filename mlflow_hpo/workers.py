@@ -76,8 +76,8 @@ def join_study(study_name: str) -> int:
         The number of trials this worker ran.
 
     Raises:
-        ConfigError: When the storage holds no such study, or the study was
-            not created by mlflow_hpo (it has no stored configuration).
+        ConfigError: When the storage contains no such study, or the study
+            was not created by mlflow_hpo (it has no stored configuration).
     """
     from mlflow_hpo.runs import PARENT_ATTR, attach_worker
     from mlflow_hpo.study import (
@@ -129,9 +129,9 @@ def worker_command(study_name: str) -> list[str]:
 def finalize_once(study: optuna.Study, job: Job, run_finalize: Callable[[], TuneResult]) -> TuneResult:
     """Finalize the study unless another process already did so after its last trial.
 
-    Several ``tune`` processes on one study all reach this point; the first
-    refits, reports and registers the winner, and the others return its
-    stored result instead of registering the same winner again.
+    Several ``tune`` processes on one study all reach this point. The first
+    one refits, reports and registers the winner. The others return its
+    stored result, so the same winner is not registered twice.
     """
     from mlflow_hpo.study import TuneResult
     from mlflow_hpo.trial_loop import autologging_paused
@@ -158,8 +158,8 @@ def _plain_value(value: Any) -> Any:
 def run_local_workers(job: Job, count: int) -> None:
     """Start ``count`` worker processes on this machine for ``job``'s study and wait for them.
 
-    A worker that exits with an error is logged; its running trials are
-    failed by the next check for dead processes, and the others go on.
+    A worker that exits with an error is logged, and the other workers go
+    on. The next check for dead processes fails its running trials.
     """
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()

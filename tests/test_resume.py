@@ -53,7 +53,7 @@ def test_resume_continues_to_total(client: MlflowClient) -> None:
     assert client.get_run(first.parent_run_id).info.status == "FINISHED"
 
 
-def test_resume_rejects_changed_space() -> None:
+def test_resume_rejects_changed_space_or_metric() -> None:
     tune(_config(n_trials=1))
     with pytest.raises(ConfigError, match="optimizes metric='neg_log_loss', not 'accuracy'"):
         tune(_config(n_trials=2, metric="accuracy"))

@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
@@ -132,6 +134,22 @@ def test_autologging_does_not_own_trial_keys(client: MlflowClient) -> None:
         assert {k: run.data.params[k] for k in trial.params} == {k: str(v) for k, v in trial.params.items()}
     experiment_runs = client.search_runs([client.get_run(result.parent_run_id).info.experiment_id])
     assert len(experiment_runs) == 4
+
+
+def test_wide_dataset_study_completes(client: MlflowClient, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    columns = {f"feature {i:03d} (raw@source:{i % 7})": rng.normal(size=120) for i in range(300)}
+    frame = pd.DataFrame(columns)
+    frame["label"] = (frame.iloc[:, 0] + rng.normal(size=120) > 0).astype(int)
+    frame.to_csv(tmp_path / "wide.csv", index=False)
+
+    options = {**FAST_OPTIONS, "data": str(tmp_path / "wide.csv"), "target": "label", "n_trials": "2", "study_name": "wide"}
+    result = tune(TuneConfig.from_mapping(options))
+
+    children = [r for r in study_runs(client, "wide") if r.data.tags.get(TAG_PARENT) == result.parent_run_id]
+    assert len(children) == 2
+    assert {r.info.status for r in children} == {"FINISHED"}
+    assert client.get_run(result.parent_run_id).info.status == "FINISHED"
 
 
 @pytest.mark.slow
