@@ -196,7 +196,11 @@ def run_gate(client: MlflowClient, name: str, version: str, held_out: HeldOut, *
 
 
 def compare_scores(candidate: float, champion: float, *, direction: str, margin: float, metric: str) -> tuple[str, str]:
-    """Return (outcome, reason): ``promoted`` unless ``candidate`` is worse than ``champion`` by more than ``margin``."""
+    """Return (outcome, reason): ``promoted`` unless ``candidate`` is worse than ``champion`` by more than ``margin``.
+
+    A non-finite candidate score is rejected, and a non-finite champion score
+    loses to any finite candidate.
+    """
     if not math.isfinite(candidate):
         return REJECTED, f"the candidate's {metric} is {candidate}"
     worse_by = champion - candidate if direction == "maximize" else candidate - champion

@@ -117,6 +117,7 @@ def test_margin_admits_slightly_worse(tmp_path: Path, client: mlflow.MlflowClien
         (1.10, 1.00, "minimize", 0.05, REJECTED),
         (1.04, 1.00, "minimize", 0.05, PROMOTED),
         (float("nan"), 0.5, "maximize", 0.0, REJECTED),
+        (0.5, float("nan"), "maximize", 0.0, PROMOTED),
     ],
 )
 def test_compare_scores_follows_direction(
