@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 
-from mlflow_hpo._errors import HpoError, TrialError
+from mlflow_hpo._errors import ConfigError, HpoError, TrialError
 from mlflow_hpo.config import TuneConfig
 from mlflow_hpo.cv import CVResult, Splitter, choose_splitter, refit_rounds, score_fold
 from mlflow_hpo.pruning import make_pruner
 from mlflow_hpo.strategy import choose_strategy, trial_budget
 
 if TYPE_CHECKING:
+    from mlflow_hpo.data import Dataset
     from mlflow_hpo.study import Job
 
 _logger = logging.getLogger(__name__)
@@ -86,10 +87,28 @@ class NestedResult:
 
 def outer_splitter(job: Job) -> Splitter:
     """Return the outer splitter: the study's scheme, without repeats."""
-    config = job.config
-    if job.splitter.scheme == "repeated":
-        config = config.replace(cv="kfold" if job.dataset.task == "regression" else "stratified")
-    return _splitter(config, job.dataset.task, job.dataset.y_train, job.dataset.groups_train, job.adapter.iterative)
+    return _outer_splitter(job.config, job.splitter.scheme, job.dataset, job.adapter.iterative)
+
+
+def _outer_splitter(config: TuneConfig, scheme: str, dataset: Dataset, iterative: bool) -> Splitter:
+    if scheme == "repeated":
+        config = config.replace(cv="kfold" if dataset.task == "regression" else "stratified")
+    return _splitter(config, dataset.task, dataset.y_train, dataset.groups_train, iterative)
+
+
+def check_nested_folds(config: TuneConfig, scheme: str, dataset: Dataset, iterative: bool) -> None:
+    """Raise ConfigError before the study if an outer fold leaves too few rows for the inner folds."""
+    outer = _outer_splitter(config, scheme, dataset, iterative)
+    y, groups = dataset.y_train, dataset.groups_train
+    for fold, (train_index, _) in enumerate(outer.splitter.split(dataset.X_train, y, groups)):
+        inner_groups = None if groups is None else groups[train_index]
+        try:
+            _splitter(config, dataset.task, y[train_index], inner_groups, iterative)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"nested_cv=true: outer fold {fold} keeps {len(train_index)} training rows, too few for "
+                f"the inner folds ({exc}); lower n_folds or set nested_cv=false."
+            ) from exc
 
 
 def nested_cross_validate(job: Job) -> NestedResult:

@@ -32,6 +32,7 @@ from mlflow_hpo.multi_objective import (
     prepare_objectives,
     trial_metrics,
 )
+from mlflow_hpo.nested import check_nested_folds
 from mlflow_hpo.pruning import make_pruner, pruner_label
 from mlflow_hpo.runs import PARENT_ATTR, ParentRun, attach_parent, close_parent
 from mlflow_hpo.spaces import (
@@ -114,6 +115,8 @@ def plan(config: TuneConfig) -> Job:
     )
     strategy = choose_strategy(config, space, n_rows=len(dataset.X_train), n_splits=splitter.n_splits)
     check_staged(config, space)
+    if config.nested_cv:
+        check_nested_folds(config, splitter.scheme, dataset, adapter.iterative)
     # Every trial thread of every local worker gets an equal share of the cores.
     n_threads = max(1, (os.cpu_count() or 1) // (config.n_jobs * config.workers))
     context = FitContext(

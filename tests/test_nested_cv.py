@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -54,6 +55,26 @@ def test_inner_search_sees_outer_training_rows_only() -> None:
     np.testing.assert_array_equal(inner.dataset.y_train, job.dataset.y_train[train_index])
     assert inner.dataset.X_test is job.dataset.X_test
     assert inner.strategy.sampler is not job.strategy.sampler
+
+
+def test_nested_time_split_checked_before_study(
+    tmp_path: Path, client: MlflowClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=200), "day": np.arange(200), "label": rng.integers(0, 2, 200)})
+    frame.to_csv(tmp_path / "daily.csv", index=False)
+
+    code = main(
+        [
+            "tune", "--data", str(tmp_path / "daily.csv"), "--target", "label", "--time_column", "day",
+            "--n_folds", "5", "--gap", "4", "--nested_cv", "true",
+        ]
+    )
+
+    error = capsys.readouterr().err
+    assert code == 2
+    assert "nested_cv=true: outer fold 0 keeps 22 training rows, too few for the inner folds" in error
+    assert client.search_runs(["0"]) == []
 
 
 @pytest.mark.slow
