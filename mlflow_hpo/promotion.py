@@ -109,9 +109,12 @@ class Decision:
 
     def describe(self) -> str:
         """Return the decision as one sentence for logs, the CLI and ``summary.md``."""
+        moved = f"`{CHAMPION}` moved to version {self.version}"
+        if self.previous_champion:
+            moved = f"`{CHAMPION}` moved from version {self.previous_champion} to version {self.version}"
         verb = {
-            PROMOTED: f"`{CHAMPION}` moved to version {self.version}",
-            FORCED: f"`{CHAMPION}` moved to version {self.version} without the gate",
+            PROMOTED: moved,
+            FORCED: f"{moved} without the gate",
             KEPT: f"`{CHAMPION}` already points to version {self.version}; nothing changed",
             REJECTED: f"`{CHAMPION}` stays on version {self.previous_champion}",
         }[self.outcome]
@@ -204,7 +207,7 @@ def compare_scores(candidate: float, champion: float, *, direction: str, margin:
     if not math.isfinite(candidate):
         return REJECTED, f"the candidate's {metric} is {candidate}"
     worse_by = champion - candidate if direction == "maximize" else candidate - champion
-    scores = f"{metric} {candidate:.6g} vs {champion:.6g}"
+    scores = f"{metric} {candidate:.6g} against the champion's {champion:.6g}"
     if not math.isfinite(champion) or worse_by <= margin:
         return PROMOTED, f"{scores}, not worse by more than the margin {margin:g}"
     return REJECTED, f"{scores}, worse by {worse_by:.3g}, more than the margin {margin:g}"

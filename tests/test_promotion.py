@@ -173,7 +173,8 @@ def test_promote_command_runs_gate_on_data(
     status = main(["promote", "--model_name", "mixed", "--data", str(held_out)])
 
     assert status == 0
-    assert capsys.readouterr().out.strip().startswith(f"mixed version {strong.version}: `{CHAMPION}` moved to")
+    expected = f"mixed version {strong.version}: `{CHAMPION}` moved from version {weak.version} to version {strong.version}"
+    assert capsys.readouterr().out.strip().startswith(expected)
     assert _alias(client, CHAMPION) == strong.version
     assert _tags(client, strong.version)["mlflow_hpo.promotion.held_out_rows"] == "120"
 
@@ -236,7 +237,8 @@ def test_mlflow_run_promote_forces_version(
     )
 
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert f"mixed version {weak.version}: `{CHAMPION}` moved to version {weak.version} without the gate" in completed.stdout
+    moved = f"`{CHAMPION}` moved from version {strong.version} to version {weak.version} without the gate"
+    assert f"mixed version {weak.version}: {moved}" in completed.stdout
     assert _alias(client, CHAMPION) == weak.version
     assert _tags(client, weak.version)[TAG_PREVIOUS] == strong.version
     assert _tags(client, weak.version)[TAG_REASON] == "forced: baseline for an A/B test"
