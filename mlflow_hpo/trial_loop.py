@@ -215,6 +215,9 @@ class TrialLoop:
             owner = trial.system_attrs.get(OWNER_ATTR)
             # Claims set the owner under the lock this caller holds, so a
             # RUNNING trial without one lost its process inside a claim.
+            # NOTE: an owner on another host is never judged here. Database
+            # storages fail its trial by heartbeat, but a journal file shared
+            # across hosts keeps it RUNNING, so wait_for_others would wait on it.
             if owner is not None and owner_alive(owner) is not False:
                 continue
             reason = f"the process that ran it ({owner or 'unknown'}) ended while the trial was running"
@@ -241,6 +244,10 @@ class TrialLoop:
             return self.study.tell(trial, state=TrialState.PRUNED)
         except Exception as exc:  # noqa: BLE001 - an error inside a trial fails only that trial
             return self._fail(trial, redact_url(str(exc)) or type(exc).__name__)
+        except BaseException as exc:
+            # KeyboardInterrupt or SystemExit: close the trial before this process stops.
+            self._fail(trial, f"the process was interrupted ({type(exc).__name__})")
+            raise
         values = [float(v) for v in result] if isinstance(result, Sequence) else [float(result)]
         if not all(math.isfinite(v) for v in values):
             reason = (
