@@ -78,6 +78,8 @@ class Registration:
         reused: True when an earlier run of the same study had already
             registered this winner, so no model was logged again.
         decision: Outcome of the champion gate, None when registration is off.
+        is_challenger: True when ``challenger`` points to this version, which
+            is the case unless a newer version exists.
     """
 
     model_uri: str
@@ -85,6 +87,7 @@ class Registration:
     version: str | None = None
     reused: bool = False
     decision: Decision | None = None
+    is_challenger: bool = False
 
     def summary_lines(self) -> list[str]:
         """Return the ``## Registry`` section of ``summary.md``."""
@@ -92,7 +95,8 @@ class Registration:
         if not self.name:
             return [*lines, f"- Model logged as `{self.model_uri}`; registration is off.", ""]
         again = " (registered by an earlier run of this study)" if self.reused else ""
-        lines.append(f"- Registered model `{self.name}` version {self.version}{again}, alias `{CHALLENGER}`.")
+        alias = f", alias `{CHALLENGER}`" if self.is_challenger else ""
+        lines.append(f"- Registered model `{self.name}` version {self.version}{again}{alias}.")
         if self.decision is not None:
             lines.append(f"- Champion gate: {self.decision.describe()}")
         return [*lines, ""]
@@ -209,7 +213,7 @@ def log_and_register(model: TunedModel, job: Job, parent: ParentRun, trial_numbe
         version, reused = str(registered.version), False
         _logger.info("Registered %s version %s from %s.", name, version, model_uri)
 
-    _mark_challenger(client, name, version)
+    is_challenger = _mark_challenger(client, name, version)
     held_out = HeldOut(
         X=job.dataset.raw_test,
         y=decoded_labels(job.dataset.y_test, job.dataset.classes),
@@ -217,7 +221,7 @@ def log_and_register(model: TunedModel, job: Job, parent: ParentRun, trial_numbe
         digest=frame_digest(job.dataset.raw_test),
     )
     decision = run_gate(client, name, version, held_out, margin=job.config.promote_margin)
-    return Registration(model_uri, name, version, reused, decision)
+    return Registration(model_uri, name, version, reused, decision, is_challenger)
 
 
 def decoded_labels(y: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
@@ -377,13 +381,15 @@ def _registered_version(
     return None
 
 
-def _mark_challenger(client: MlflowClient, name: str, version: str) -> None:
-    """Point ``challenger`` at ``version`` if it is the newest version of ``name``."""
+def _mark_challenger(client: MlflowClient, name: str, version: str) -> bool:
+    """Point ``challenger`` at ``version`` if it is the newest version of ``name``; return whether it did."""
     newest = client.search_model_versions(
         f"name = '{_quoted(name)}'", max_results=1, order_by=["version_number DESC"]
     )
-    if newest and str(newest[0].version) == version:
-        client.set_registered_model_alias(name, CHALLENGER, version)
+    if not newest or str(newest[0].version) != version:
+        return False
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    return True
 
 
 def _type_name(column_type: Any) -> str:

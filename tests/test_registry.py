@@ -129,6 +129,22 @@ def test_rerun_adds_no_version(tmp_path: Path, client: mlflow.MlflowClient) -> N
     assert [str(v.version) for v in client.search_model_versions(f"name = '{first.name}'")] == [first.version]
     assert str(client.get_model_version_by_alias(first.name, CHAMPION).version) == first.version
     assert str(client.get_model_version_by_alias(first.name, CHALLENGER).version) == first.version
+    assert again.is_challenger
+    assert "(registered by an earlier run of this study), alias `challenger`" in "\n".join(again.summary_lines())
+
+
+def test_rerun_leaves_challenger_on_newest(tmp_path: Path, client: mlflow.MlflowClient) -> None:
+    job = plan_job(tmp_path)
+    parent = new_parent(job)
+    first = log_and_register(fit_model(job), job, parent, 0)
+    newest = register(job, weak=True)
+
+    again = log_and_register(fit_model(job), job, parent, 0)
+
+    assert again.version == first.version
+    assert not again.is_challenger
+    assert str(client.get_model_version_by_alias("mixed", CHALLENGER).version) == newest.version
+    assert "alias" not in "\n".join(again.summary_lines()).split("Champion gate")[0]
 
 
 def test_registration_off_logs_the_model_only(tmp_path: Path, client: mlflow.MlflowClient) -> None:
