@@ -100,9 +100,9 @@ class TrialLoop:
         timeout: Seconds after which no new trial starts; None for no limit.
         n_jobs: Threads that run trials in parallel.
         retry_failed: Re-queue the parameters of trials whose process died.
-        heartbeat_failures: The ``failed_trial_callback`` that the storage was
-            opened with, so trials failed by Optuna's heartbeat check get
-            child runs too.
+        heartbeat_failures: The ``heartbeat_stale_trial_callback`` that the
+            storage was opened with, so trials failed by Optuna's heartbeat
+            check get child runs too.
     """
 
     def __init__(
@@ -264,7 +264,7 @@ class TrialLoop:
 
 
 class HeartbeatFailures:
-    """Storage ``failed_trial_callback`` that collects trials failed for a stale heartbeat."""
+    """Storage callback that collects trials failed for a stale heartbeat."""
 
     def __init__(self) -> None:
         self.retry_failed = False
