@@ -300,10 +300,13 @@ def make_trial_loop(
 
 
 def _optimize(loop: TrialLoop, job: Job) -> None:
-    """Run trials until the study holds ``n_trials`` finished trials, over all processes, or time runs out."""
+    """Run trials until the study contains ``n_trials`` finished trials, over all processes, or time runs out."""
     n_run = run_in_stages(loop, job) if job.config.staged else loop.run()
     if n_run == 0:
-        _logger.info("Study %s already holds its %s trials; none ran here.", job.study_name, loop.n_trials)
+        _logger.info(
+            "Study %s already contains its %s trials or other processes are running them; no trial ran here.",
+            job.study_name, loop.n_trials,
+        )
 
 
 def _make_objective(
