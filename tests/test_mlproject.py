@@ -49,7 +49,7 @@ def test_mlflow_run_tunes_tracks_and_registers(tracking_store: str, tmp_path: Pa
     assert {"best_config.json", "trials.csv", "summary.md"} <= artifacts
 
     versions = client.search_model_versions("name='e2e-cancer'")
-    assert [v.version for v in versions] == ["1"]
+    assert [str(v.version) for v in versions] == ["1"]
     mlflow.set_tracking_uri(tracking_store)
     model = mlflow.pyfunc.load_model("models:/e2e-cancer/1")
     rows = pd.DataFrame(np.zeros((4, 30)), columns=model.metadata.get_input_schema().input_names())
