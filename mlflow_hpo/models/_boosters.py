@@ -85,9 +85,15 @@ class _ValidationProgress:
             return self.convert(evaluated[self.metric], self.y_val)
         if not wants_report(round_index):
             return None
-        return score_predictions(
-            self.context.metric, self.context.task, self.context.n_classes, predict(), self.X_val, self.y_val
-        )
+        try:
+            return score_predictions(
+                self.context.metric, self.context.task, self.context.n_classes, predict(), self.X_val, self.y_val
+            )
+        except ValueError as exc:
+            # Rare classes can be missing from the small early-stopping part; the
+            # round is then left out of the reports and the fold score still counts.
+            _logger.debug("Round %d not reported: %s", round_index, exc)
+            return None
 
 
 def _fit_rounds(best: int | None, cap: int) -> tuple[int, bool]:
