@@ -53,6 +53,8 @@ from mlflow_hpo.workers import CONFIG_ATTR, finalize_once, stored_config
 _logger = logging.getLogger(__name__)
 
 SPACE_ATTR = "search_space"
+# Below this many training rows, each model fit uses one thread.
+SMALL_TABLE_ROWS = 10_000
 FAIL_REASON_ATTR = "fail_reason"
 
 
@@ -119,6 +121,10 @@ def plan(config: TuneConfig) -> Job:
         check_nested_folds(config, splitter.scheme, dataset, adapter.iterative)
     # Every trial thread of every local worker gets an equal share of the cores.
     n_threads = max(1, (os.cpu_count() or 1) // (config.n_jobs * config.workers))
+    if len(dataset.X_train) < SMALL_TABLE_ROWS:
+        # Thread start-up and synchronisation cost more than they save on small
+        # tables, and spin-waiting threads slow down badly on a busy machine.
+        n_threads = 1
     context = FitContext(
         task=dataset.task,
         n_classes=dataset.n_classes,
