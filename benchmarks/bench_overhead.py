@@ -4,8 +4,8 @@ Every variant tunes single-threaded LightGBM on breast_cancer with the
 same 5-fold stratified cross-validation, the same search space and the
 same seeded multivariate TPE sampler, so every variant trains the same
 sequence of models. Training time is measured inside the objective, around the
-cross-validation call only; everything else in the wall time is what the
-tool adds (sampling, storage writes, tracking).
+cross-validation call only. Everything else in the wall time is what the
+tool adds: sampling, storage writes and tracking.
 
 Because every variant trains the same models, the floor's training time is
 shown as a second denominator: work in background threads that slows the
@@ -134,14 +134,14 @@ def journal_appends_without_fsync() -> Iterator[None]:
     """Make Optuna's journal file backend skip ``os.fsync`` after each append (what-if only).
 
     Optuna's ``JournalFileBackend.append_logs`` writes each storage call
-    under the file lock and then calls ``os.fsync``. The lines still reach
-    the operating system on every call, so another process or a resumed
-    study reads them; only an operating-system crash could lose the last
-    lines. mlflow_hpo does not ship this; the benchmark uses it to measure
-    what the fsync calls cost.
+    under the file lock and then calls ``os.fsync``. Without the fsync the
+    lines still reach the operating system on every call, so another
+    process or a resumed study reads them, and only an operating-system
+    crash could lose the last lines. mlflow_hpo does not ship this. The
+    benchmark uses it to measure what the fsync calls cost.
     """
     # NOTE: relies on the private _lock and _file_path attributes and on
-    # get_lock_file of optuna.storages.journal._file (Optuna 4.x and 5.x).
+    # get_lock_file of optuna.storages.journal._file, checked with Optuna 5.1.
     from optuna.storages.journal import JournalFileBackend
     from optuna.storages.journal._file import get_lock_file
 

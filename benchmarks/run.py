@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m benchmarks.run            # full suite, about 20 minutes on 2 cores
-    python -m benchmarks.run --quick    # every benchmark on a tiny budget
+    python -m benchmarks.run            # full suite, 33 minutes on 2 busy shared cores
+    python -m benchmarks.run --quick    # every part on a tiny budget, about 2 minutes
     python -m benchmarks.run --parts overhead,growth --out /tmp/results
 
 Results go to ``<out>/<full|quick>.md`` and ``.json`` (default out:
@@ -112,7 +112,7 @@ def _git_commit() -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run the mlflow_hpo benchmark suite.")
-    parser.add_argument("--quick", action="store_true", help="run every part on a tiny budget (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="run every part on a tiny budget (about 2 minutes on 2 busy cores)")
     parser.add_argument(
         "--parts",
         default=",".join(OWN_PARTS),
@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     facts["commit"] = _git_commit()
     facts["command"] = "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
     sections: list[Section] = []
+    markdown = ""
     with tempfile.TemporaryDirectory(prefix="mlflow-hpo-bench-") as folder:
         for part in args.parts:
             print(f"[benchmarks] {part} ...", flush=True)
@@ -147,15 +148,21 @@ def main(argv: list[str] | None = None) -> int:
                 section = run_part(part, quick=args.quick, workdir=Path(folder) / part)
             sections.append(section)
             print(f"[benchmarks] {part} took {section.seconds:.0f} s; target met: {section.target_met}", flush=True)
-
-    stem = "quick" if args.quick else "full"
-    markdown = render_markdown(sections, facts, quick=args.quick, started=started)
-    (out / f"{stem}.md").write_text(markdown, encoding="utf-8")
-    payload = {"date": started, "quick": args.quick, "machine": facts,
-               "sections": [dataclasses.asdict(section) for section in sections]}
-    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+            # Written after every part, so a long run shows its finished parts early.
+            markdown = write_results(out, sections, facts, quick=args.quick, started=started)
     print(markdown)
     return 0
+
+
+def write_results(out: Path, sections: list[Section], facts: dict[str, Any], *, quick: bool, started: str) -> str:
+    """Write ``<out>/<full|quick>.md`` and ``.json``; return the Markdown."""
+    stem = "quick" if quick else "full"
+    markdown = render_markdown(sections, facts, quick=quick, started=started)
+    (out / f"{stem}.md").write_text(markdown, encoding="utf-8")
+    payload = {"date": started, "quick": quick, "machine": facts,
+               "sections": [dataclasses.asdict(section) for section in sections]}
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    return markdown
 
 
 if __name__ == "__main__":
