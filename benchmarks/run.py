@@ -48,7 +48,13 @@ def run_part(name: str, *, quick: bool, workdir: Path) -> Section:
 
 def run_script_part(name: str, *, quick: bool, out: Path) -> Section:
     """Run a benchmark that has its own command line; its JSON lands beside ours."""
-    output = out / f"{name}{'-quick' if quick else ''}.json"
+    suffix = "-quick" if quick else ""
+    # bench_strategies takes a folder for its Markdown and JSON, bench_pruning a JSON file path.
+    if name == "strategies":
+        output = out / f"strategies{suffix}"
+    else:
+        output = out / name / f"{name}{suffix}.json"
+        output.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", f"benchmarks.bench_{name}", "--output", str(output)]
     if quick:
         command.append("--quick")
