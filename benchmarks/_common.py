@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import logging
 import os
 import platform
 import resource
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 
 import mlflow
 import optuna
+from mlflow.tracking import MlflowClient
 
 # Packages whose versions every results file records.
 VERSIONED_PACKAGES = (
@@ -47,6 +51,31 @@ class Section:
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+_empty_store: list[Path] = []
+
+
+def _copy_empty_store(target: Path) -> None:
+    """Copy a migrated, empty MLflow SQLite store to ``target``.
+
+    Creating a store runs every MLflow migration, 4 to 6 s each on the
+    2-core machine of docs/benchmarks.md, so this process creates one
+    template and copies it. The template lives in its own temporary folder,
+    removed at exit. The Default experiment's artifact location points
+    into that folder, so the artifacts of every store copy land there.
+    """
+    if not _empty_store or not _empty_store[0].exists():
+        folder = Path(tempfile.mkdtemp(prefix="mlflow-hpo-bench-store-"))
+        atexit.register(shutil.rmtree, folder, True)
+        saved_cwd = Path.cwd()
+        os.chdir(folder)
+        try:
+            MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+        finally:
+            os.chdir(saved_cwd)
+        _empty_store[:] = [folder / "mlflow.db"]
+    shutil.copyfile(_empty_store[0], target)
+
+
 @contextlib.contextmanager
 def tracking_store(folder: Path) -> Iterator[str]:
     """Point MLflow at a fresh SQLite store in ``folder`` and work inside it.
@@ -55,6 +84,7 @@ def tracking_store(folder: Path) -> Iterator[str]:
     each benchmark variant gets its own study storage too.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    _copy_empty_store(folder / "mlflow.db")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     saved_env = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_HPO_STORAGE")}
     saved_cwd = Path.cwd()

@@ -3,7 +3,7 @@
 Usage::
 
     python -m benchmarks.run            # full suite, 33 minutes on 2 busy shared cores
-    python -m benchmarks.run --quick    # every part on a tiny budget, about 2 minutes
+    python -m benchmarks.run --quick    # every part on a tiny budget, 1 to 2 minutes
     python -m benchmarks.run --parts overhead,growth --out /tmp/results
 
 Results go to ``<out>/<full|quick>.md`` and ``.json`` (default out:
@@ -118,7 +118,7 @@ def _git_commit() -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run the mlflow_hpo benchmark suite.")
-    parser.add_argument("--quick", action="store_true", help="run every part on a tiny budget (about 2 minutes on 2 busy cores)")
+    parser.add_argument("--quick", action="store_true", help="run every part on a tiny budget (1 to 2 minutes on 2 busy cores)")
     parser.add_argument(
         "--parts",
         default=",".join(OWN_PARTS),
