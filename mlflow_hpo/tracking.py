@@ -25,7 +25,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -55,6 +55,9 @@ _STATUS_OF_STATE = {
     optuna.trial.TrialState.PRUNED: "KILLED",
     optuna.trial.TrialState.FAIL: "FAILED",
 }
+# Most points of one learning curve that a child run gets. Writing every
+# boosting round made the mirror thread the largest cost of fast trials.
+MAX_CURVE_POINTS = 100
 # Characters that every MLflow store accepts in metric and param keys,
 # Windows servers included (colons are rejected there).
 _BAD_KEY_CHARS = re.compile(r"[^/\w.\- ]")
@@ -261,7 +264,7 @@ class StudyMirror:
         ]
         for name, curve in record.curves.items():
             key = self._key(name)
-            metrics.extend(Metric(key, float(v), now_ms, step) for step, v in enumerate(curve) if _finite(v))
+            metrics.extend(Metric(key, float(curve[step]), now_ms, step) for step in curve_steps(curve))
         params = [Param(self._key(k), safe_value(v)) for k, v in record.params.items()]
         self.log_batch(run_id, metrics=metrics, params=params)
         status = _STATUS_OF_STATE.get(record.state, "FAILED")
@@ -336,6 +339,16 @@ def _redact(exc: Exception) -> str:
     from mlflow_hpo.storage import redact_url
 
     return redact_url(str(exc))
+
+
+def curve_steps(curve: Sequence[float]) -> list[int]:
+    """Return evenly spaced steps of ``curve`` (first and last included) with finite values."""
+    if len(curve) <= MAX_CURVE_POINTS:
+        steps = list(range(len(curve)))
+    else:
+        stride = len(curve) / (MAX_CURVE_POINTS - 1)
+        steps = sorted({min(len(curve) - 1, round(i * stride)) for i in range(MAX_CURVE_POINTS)})
+    return [step for step in steps if _finite(curve[step])]
 
 
 def _finite(value: Any) -> bool:
