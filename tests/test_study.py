@@ -190,7 +190,9 @@ def test_failing_trial_fails_only_its_child(client: MlflowClient, monkeypatch: p
 
 @pytest.mark.parametrize("model", ["xgboost", "random_forest", "extra_trees", "hist_gradient_boosting", "svm"])
 def test_each_model_family_tunes_multiclass_data(model: str, client: MlflowClient) -> None:
-    result = tune(TuneConfig(data="sklearn:wine", model=model, n_trials=2, n_folds=3, register_model=""))
+    result = tune(
+        TuneConfig(data="sklearn:wine", model=model, n_trials=2, n_folds=3, pruner="none", register_model="")
+    )
 
     assert result.n_trials_by_state == {"COMPLETE": 2}
     assert result.metric == "neg_log_loss"
@@ -199,7 +201,9 @@ def test_each_model_family_tunes_multiclass_data(model: str, client: MlflowClien
 
 @pytest.mark.parametrize("model", ["ridge", "elastic_net", "lightgbm"])
 def test_regression_models_tune_diabetes(model: str) -> None:
-    result = tune(TuneConfig(data="sklearn:diabetes", model=model, n_trials=2, n_folds=3, register_model=""))
+    result = tune(
+        TuneConfig(data="sklearn:diabetes", model=model, n_trials=2, n_folds=3, pruner="none", register_model="")
+    )
 
     assert result.metric == "neg_root_mean_squared_error"
     assert result.n_trials_by_state == {"COMPLETE": 2}

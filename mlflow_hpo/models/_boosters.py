@@ -199,6 +199,17 @@ class _XGBoostReporter(xgb.callback.TrainingCallback):
         return False
 
 
+# DART recomputes dropped trees every round, so a round costs time that grows
+# with the rounds already built; its cap is lower than gbtree's.
+DART_MAX_ROUNDS = 300
+
+
+def _round_cap(kwargs: dict[str, Any], context: FitContext) -> int:
+    if kwargs.get("booster") == "dart":
+        return min(context.max_boost_rounds, DART_MAX_ROUNDS)
+    return context.max_boost_rounds
+
+
 class XGBoostAdapter(ModelAdapter):
     name = "xgboost"
     iterative = True
@@ -232,10 +243,11 @@ class XGBoostAdapter(ModelAdapter):
             assert X_val is not None and y_val is not None
             progress = _ValidationProgress("XGBoost", metric, context, X_val, y_val)
             callbacks = [_XGBoostReporter(on_round, progress)]
+        cap = _round_cap(kwargs, context)
         estimator = self._estimator(
             kwargs,
             context,
-            context.max_boost_rounds,
+            cap,
             early_stopping_rounds=context.early_stopping_rounds,
             eval_metric=metric,
             callbacks=callbacks,
@@ -254,11 +266,11 @@ class XGBoostAdapter(ModelAdapter):
         first_set: dict[str, list[float]] = next(iter(results.values()), {})
         curve = tuple(float(v) for v in first_set.get(metric, []))
         best_index = getattr(estimator, "best_iteration", None)
-        best, stopped = _fit_rounds(None if best_index is None else best_index + 1, context.max_boost_rounds)
+        best, stopped = _fit_rounds(None if best_index is None else best_index + 1, cap)
         return FitResult(estimator, best_iteration=best, stopped_early=stopped, curve=curve, curve_metric=metric)
 
     def fit_final(
         self, kwargs: dict[str, Any], context: FitContext, X: pd.DataFrame, y: np.ndarray, n_rounds: int | None
     ) -> Any:
-        estimator = self._estimator(kwargs, context, n_rounds or context.max_boost_rounds)
+        estimator = self._estimator(kwargs, context, n_rounds or _round_cap(kwargs, context))
         return estimator.fit(X, y, verbose=False)
