@@ -142,7 +142,24 @@ class StudyMirror:
         self._thread.start()
 
     def mirrored_trials(self) -> set[int]:
-        """Load the trial numbers that already have a finished child run under the parent."""
+        """Load the trial numbers that already have a finished child run under the parent.
+
+        A tracking server that is down is retried with backoff for up to
+        ``OUTAGE_LIMIT_S`` seconds, as trial writes are.
+        """
+        started = time.monotonic()
+        delay = 0.5
+        while True:
+            try:
+                return self._load_mirrored_trials()
+            except Exception as exc:
+                if not _is_transient(exc) or time.monotonic() - started > OUTAGE_LIMIT_S:
+                    raise
+                _logger.warning("Listing the child runs failed: %s; retrying in %.1f s.", _redact(exc), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_RETRY_DELAY_S)
+
+    def _load_mirrored_trials(self) -> set[int]:
         query = f"tags.`{TAG_PARENT}` = '{self.parent_run_id}'"
         numbers: set[int] = set()
         token = None

@@ -10,13 +10,15 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from mlflow_hpo import TuneConfig, tune
 from mlflow_hpo.storage import open_storage, storage_url
-from mlflow_hpo.study import plan
+from mlflow_hpo.study import SMALL_TABLE_ROWS, plan
 from mlflow_hpo.tracking import TAG_PARENT, TAG_TRIAL
 from tests._servers import FAST_OPTIONS, fast_cli_args, study_runs
 from tests.conftest import subprocess_env
@@ -27,9 +29,17 @@ def _children(client: MlflowClient, parent_run_id: str) -> list[mlflow.entities.
     return client.search_runs([experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}'")
 
 
-def test_threads_split_cores_between_trials() -> None:
+def test_small_table_fits_with_one_thread() -> None:
+    assert plan(TuneConfig.from_mapping({**FAST_OPTIONS, "n_jobs": "1"})).context.n_threads == 1
+
+
+def test_threads_split_cores_between_trials(tmp_path: Path) -> None:
     cores = os.cpu_count() or 1
-    base = {**FAST_OPTIONS}
+    n_rows = int(SMALL_TABLE_ROWS / 0.8) + 100
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=n_rows), "y": rng.integers(0, 2, n_rows)})
+    frame.to_csv(tmp_path / "large.csv", index=False)
+    base = {**FAST_OPTIONS, "data": str(tmp_path / "large.csv"), "target": "y"}
 
     assert plan(TuneConfig.from_mapping({**base, "n_jobs": "1"})).context.n_threads == cores
     assert plan(TuneConfig.from_mapping({**base, "n_jobs": "2"})).context.n_threads == max(1, cores // 2)
