@@ -186,3 +186,13 @@ def single_thread_space(folder: Path) -> str:
     path = folder / "single_thread_space.yaml"
     path.write_text("extends: builtin\nfixed:\n  n_jobs: 1\n", encoding="utf-8")
     return str(path)
+
+
+def penguins_csv(folder: Path) -> str:
+    """Write palmerpenguins' table (rows with a body mass, no year) as a CSV in ``folder``."""
+    import palmerpenguins
+
+    frame = palmerpenguins.load_penguins().dropna(subset=["body_mass_g"])
+    path = folder / "penguins.csv"
+    frame.drop(columns=["year"]).to_csv(path, index=False)
+    return str(path)

@@ -28,7 +28,7 @@ from scipy import stats
 from sklearn.metrics import log_loss, roc_auc_score, root_mean_squared_error
 from sklearn.model_selection import KFold, RandomizedSearchCV, StratifiedKFold
 
-from benchmarks._common import Section, single_thread_space, tracking_store
+from benchmarks._common import Section, penguins_csv, single_thread_space, tracking_store
 from mlflow_hpo import TuneConfig, tune
 from mlflow_hpo.data import Dataset
 from mlflow_hpo.study import Job, plan
@@ -59,21 +59,12 @@ FULL = Budget(20.0, RANDOM_SEARCH_ITERATIONS, 2000, RANDOM_SEARCH_TREES)
 QUICK = Budget(2.0, 3, 30, (10, 30))
 
 
-def _penguins_csv(folder: Path) -> str:
-    import palmerpenguins
-
-    frame = palmerpenguins.load_penguins().dropna(subset=["body_mass_g"])
-    path = folder / "penguins.csv"
-    frame.drop(columns=["year"]).to_csv(path, index=False)
-    return str(path)
-
-
 # name, task note, data spec (or a function writing a CSV into a folder), target
 DATASETS: list[tuple[str, str, str | Callable[[Path], str], str]] = [
     ("breast_cancer", "binary, 569 rows, 30 numeric", "sklearn:breast_cancer", ""),
     ("digits", "multiclass (10), 1,797 rows, 64 numeric", "sklearn:digits", ""),
     ("diabetes", "regression, 442 rows, 10 numeric", "sklearn:diabetes", ""),
-    ("penguins", "regression of body mass, 342 rows, 3 category columns", _penguins_csv, "body_mass_g"),
+    ("penguins", "regression of body mass, 342 rows, 3 category columns", penguins_csv, "body_mass_g"),
     ("wine", "multiclass (3), small: 178 rows", "sklearn:wine", ""),
 ]
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import optuna
 
-from benchmarks._common import fmt, machine_facts, quiet_logs, tracking_store
+from benchmarks._common import fmt, machine_facts, penguins_csv, quiet_logs, tracking_store
 from mlflow_hpo import TuneConfig
 from mlflow_hpo.study import Job, evaluate, plan
 
@@ -43,20 +43,11 @@ MAX_BOOST_ROUNDS = 150
 EARLY_STOPPING_ROUNDS = 30
 
 
-def _penguins_csv(folder: Path) -> str:
-    import palmerpenguins
-
-    frame = palmerpenguins.load_penguins().dropna(subset=["body_mass_g"])
-    path = folder / "penguins.csv"
-    frame.drop(columns=["year"]).to_csv(path, index=False)
-    return str(path)
-
-
 # name, description, data spec (or a function that writes a CSV into a folder), target
 DATASETS: list[tuple[str, str, str | Callable[[Path], str], str]] = [
     ("breast_cancer", "binary, 569 rows, ROC AUC", "sklearn:breast_cancer", ""),
     ("diabetes", "regression, 442 rows, -RMSE", "sklearn:diabetes", ""),
-    ("penguins", "regression of body mass, 342 rows, -RMSE", _penguins_csv, "body_mass_g"),
+    ("penguins", "regression of body mass, 342 rows, -RMSE", penguins_csv, "body_mass_g"),
 ]
 
 
