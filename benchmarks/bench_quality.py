@@ -245,8 +245,19 @@ def _one_dataset(name: str, spec: str, target: str, budget: Budget, folder: Path
         low, high = _tie_interval(job.dataset.task, job.dataset.y_test, ours["prediction"], outcome["prediction"])
         outcome["diff_low"], outcome["diff_high"] = low, high
         outcome["metric"] = job.objective.name
-        outcome["verdict"] = "-" if outcome is ours else ("better" if low > 0 else "worse" if high < 0 else "tied")
+        outcome["verdict"] = _verdict(outcome is ours, low, high)
     return outcomes
+
+
+def _verdict(is_ours: bool, low: float, high: float) -> str:
+    """Name the test-score difference against mlflow_hpo from its 95 % interval."""
+    if is_ours:
+        return "-"
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    return "tied"
 
 
 def run(*, quick: bool, workdir: Path) -> Section:

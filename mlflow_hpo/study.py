@@ -64,7 +64,7 @@ class TuneResult:
 
     Attributes:
         study_name: Name of the Optuna study.
-        parent_run_id: MLflow run that holds the study.
+        parent_run_id: MLflow run that contains the study.
         best_params: Hyperparameters of the winner.
         best_cv_mean, best_cv_std: CV score of the winner (mean and std over folds).
         test_score: Score of the refit winner on the held-out rows.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.datasets import make_classification
+from sklearn.datasets import load_breast_cancer, make_classification
 from sklearn.metrics import f1_score, roc_auc_score
 
 from mlflow_hpo._errors import TrialError
@@ -138,3 +138,22 @@ def test_unknown_metric_name_fails_clearly(model: str, override: dict[str, str],
 
     with pytest.raises(TrialError, match=message):
         get_adapter(model, "binary").fit(override, _context(), X[:400], y[:400], X[400:], y[400:], lambda r, v: None)
+
+
+def test_dart_rounds_are_capped() -> None:
+    from mlflow_hpo.models._boosters import DART_MAX_ROUNDS, XGBoostAdapter
+
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    context = FitContext(
+        task="binary", n_classes=2, metric="roc_auc", seed=0, n_threads=1,
+        early_stopping_rounds=5000, max_boost_rounds=2000,
+    )
+
+    result = XGBoostAdapter().fit(
+        {"booster": "dart", "learning_rate": 0.3}, context, X.iloc[:400], y.iloc[:400].to_numpy(),
+        X.iloc[400:], y.iloc[400:].to_numpy(),
+    )
+
+    assert result.estimator.n_estimators == DART_MAX_ROUNDS
+    assert result.best_iteration is not None
+    assert result.best_iteration <= DART_MAX_ROUNDS

@@ -23,7 +23,7 @@ class FitResult:
 
     ``best_iteration`` is the number of rounds that early stopping kept
     (None for models without rounds); ``stopped_early`` is False when the
-    booster ran to its round cap; ``curve`` holds the validation metric
+    booster ran to its round cap; ``curve`` contains the validation metric
     per round.
     """
 

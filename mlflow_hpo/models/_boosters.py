@@ -136,7 +136,8 @@ class LightGBMAdapter(ModelAdapter):
             lgb.record_evaluation(history),
         ]
         if on_round is not None:
-            assert X_val is not None and y_val is not None
+            assert X_val is not None
+            assert y_val is not None
             progress = _ValidationProgress("LightGBM", metric, context, X_val, y_val)
             callbacks.append(_lightgbm_reporter(on_round, progress))
         try:
@@ -240,7 +241,8 @@ class XGBoostAdapter(ModelAdapter):
         metric = booster_metric(context.task, context.metric, 1)
         callbacks = None
         if on_round is not None:
-            assert X_val is not None and y_val is not None
+            assert X_val is not None
+            assert y_val is not None
             progress = _ValidationProgress("XGBoost", metric, context, X_val, y_val)
             callbacks = [_XGBoostReporter(on_round, progress)]
         cap = _round_cap(kwargs, context)
