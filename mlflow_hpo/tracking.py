@@ -34,6 +34,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import (
+    MAX_ENTITIES_PER_BATCH,
     MAX_ENTITY_KEY_LENGTH,
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VAL_LENGTH,
@@ -308,21 +309,29 @@ class StudyMirror:
         params: Iterable[Param] = (),
         tags: Iterable[RunTag] = (),
     ) -> None:
-        """Log in chunks that respect MLflow's per-request limits."""
-        metric_list, param_list, tag_list = list(metrics), list(params), list(tags)
-        for start in range(0, len(metric_list), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=metric_list[start : start + MAX_METRICS_PER_BATCH])
-        entities = [("p", p) for p in param_list] + [("t", t) for t in tag_list]
-        for start in range(0, len(entities), MAX_PARAMS_TAGS_PER_BATCH):
-            chunk = entities[start : start + MAX_PARAMS_TAGS_PER_BATCH]
-            chunk_params: list[Param] = [e for kind, e in chunk if kind == "p"]  # type: ignore[misc]
-            chunk_tags: list[RunTag] = [e for kind, e in chunk if kind == "t"]  # type: ignore[misc]
+        """Log in as few requests as MLflow's per-request limits allow.
+
+        A trial's params, tags and metrics usually fit in one request, and
+        each request is a database transaction on the tracking store.
+        """
+        metric_list = list(metrics)
+        entities: list[Param | RunTag] = [*params, *tags]
+        while metric_list or entities:
+            chunk_entities = entities[:MAX_PARAMS_TAGS_PER_BATCH]
+            room = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(chunk_entities))
+            chunk_metrics = metric_list[:room]
+            entities, metric_list = entities[len(chunk_entities) :], metric_list[len(chunk_metrics) :]
+            chunk_params = [e for e in chunk_entities if isinstance(e, Param)]
+            chunk_tags = [e for e in chunk_entities if isinstance(e, RunTag)]
             try:
-                self.client.log_batch(run_id, params=chunk_params, tags=chunk_tags)
+                self.client.log_batch(run_id, metrics=chunk_metrics, params=chunk_params, tags=chunk_tags)
             except MlflowException as exc:
                 if exc.error_code != "INVALID_PARAMETER_VALUE" or not chunk_params:
                     raise
+                # Stores log params before metrics, so the metrics of this request were not written.
                 self._log_params_keeping_existing(run_id, chunk_params, chunk_tags)
+                if chunk_metrics:
+                    self.client.log_batch(run_id, metrics=chunk_metrics)
 
     def _log_params_keeping_existing(self, run_id: str, params: list[Param], tags: list[RunTag]) -> None:
         """Log params that the run does not hold yet; warn about keys logged with another value.

@@ -275,6 +275,6 @@ def test_scheme_runs_through_cli(scheme: str, extra: list[str], tmp_path: Path) 
     children = client.search_runs(["0"], filter_string=f"tags.`{TAG_PARENT}` = '{parent.info.run_id}'")
     finished = [run for run in children if run.info.status == "FINISHED"]
     assert finished
-    history = client.get_metric_history(finished[0].info.run_id, "learning_curve_fold0_auc")
+    history = client.get_metric_history(finished[0].info.run_id, "learning_curve_auc")
     assert len(history) > 1
     assert [point.step for point in history] == list(range(len(history)))

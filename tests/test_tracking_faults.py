@@ -14,9 +14,13 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from mlflow.entities import Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+from mlflow.utils.validation import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+)
 
 from mlflow_hpo import TuneConfig, tune
 from mlflow_hpo.storage import default_storage_url, open_storage
@@ -96,6 +100,35 @@ def test_param_conflict_is_warning(client: MlflowClient, caplog: pytest.LogCaptu
     params = client.get_run(parent).data.params
     assert params == {"learning_rate": "0.1", "num_leaves": "31"}
     assert "already logged as '0.1'" in caplog.text
+    client.set_terminated(parent)
+
+
+def test_param_conflict_keeps_metrics_of_same_batch(client: MlflowClient) -> None:
+    mirror, _, parent = _mirror(client)
+    client.log_param(parent, "learning_rate", "0.1")
+
+    mirror.log_batch(parent, params=[Param("learning_rate", "0.3")], metrics=[Metric("cv_mean", 0.7, 0, 0)])
+    mirror.close()
+
+    run = client.get_run(parent)
+    assert run.data.params == {"learning_rate": "0.1"}
+    assert run.data.metrics == {"cv_mean": 0.7}
+    client.set_terminated(parent)
+
+
+def test_batch_past_request_limits_is_split(client: MlflowClient) -> None:
+    mirror, _, parent = _mirror(client)
+    params = [Param(f"p{i:03d}", str(i)) for i in range(MAX_PARAMS_TAGS_PER_BATCH + 50)]
+    tags = [RunTag(f"t{i:03d}", str(i)) for i in range(30)]
+    metrics = [Metric("curve", float(step), 0, step) for step in range(MAX_METRICS_PER_BATCH + 200)]
+
+    mirror.log_batch(parent, params=params, tags=tags, metrics=metrics)
+    mirror.close()
+
+    run = client.get_run(parent)
+    assert len(run.data.params) == len(params)
+    assert {f"t{i:03d}" for i in range(30)} <= set(run.data.tags)
+    assert len(client.get_metric_history(parent, "curve")) == len(metrics)
     client.set_terminated(parent)
 
 
