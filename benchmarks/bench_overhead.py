@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmarks._common import Section, single_thread_space, tracking_store
 from mlflow_hpo import TuneConfig, tune
+from mlflow_hpo.cv import cv_attr
 from mlflow_hpo.study import Job, evaluate, plan
 
 SEED = 42
@@ -122,7 +123,7 @@ def run_ours(config: TuneConfig) -> dict[str, float]:
     # wall_time_s spans the trials, the mirror's last write and reconciliation.
     search = run.data.metrics["wall_time_s"]
     study = optuna.load_study(study_name=result.study_name, storage=_journal_storage())
-    training = sum(t.user_attrs.get("duration_s", 0.0) for t in study.get_trials(deepcopy=False))
+    training = sum(cv_attr(t, "duration_s", 0.0) for t in study.get_trials(deepcopy=False))
     children = client.search_runs(
         [run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'"
     )

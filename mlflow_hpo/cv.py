@@ -59,6 +59,17 @@ class Splitter:
         return int(self.splitter.get_n_splits())
 
 
+# Trial user attribute holding a trial's cross-validation details in one
+# dict: duration_s, std, scores, and for boosters best_iterations,
+# stopped_early and fit_rows. One attribute is one storage write per trial.
+CV_ATTR = "cv"
+
+
+def cv_attr(trial: Any, key: str, default: Any = None) -> Any:
+    """Return ``key`` of the cross-validation details that ``trial`` (an Optuna trial) recorded."""
+    return trial.user_attrs.get(CV_ATTR, {}).get(key, default)
+
+
 @dataclasses.dataclass(frozen=True)
 class CVResult:
     """Fold scores of one configuration, with boosters' best iterations."""
@@ -77,6 +88,43 @@ class CVResult:
     @property
     def std(self) -> float:
         return float(np.std(self.scores))
+
+    def record(self, duration_s: float | None = None) -> dict[str, Any]:
+        """Return the value of the ``CV_ATTR`` trial attribute for this result."""
+        record: dict[str, Any] = {"std": self.std, "scores": list(self.scores)}
+        if duration_s is not None:
+            record["duration_s"] = duration_s
+        if self.best_iterations:
+            record.update(
+                best_iterations=list(self.best_iterations),
+                stopped_early=list(self.stopped_early),
+                fit_rows=list(self.fit_rows),
+            )
+        return record
+
+    @classmethod
+    def of_trial(cls, trial: Any) -> CVResult:
+        """Rebuild the result that ``trial`` recorded (its fold scores, or its value alone)."""
+        details = trial.user_attrs.get(CV_ATTR, {})
+        return cls(
+            scores=tuple(details.get("scores", [trial.values[0]])),
+            best_iterations=tuple(details.get("best_iterations", [])),
+            stopped_early=tuple(details.get("stopped_early", [])),
+            fit_rows=tuple(details.get("fit_rows", [])),
+        )
+
+    def mean_curve(self) -> list[float]:
+        """Return the validation metric per boosting round, averaged over folds.
+
+        Folds stop early at different rounds, so the curve covers the rounds
+        that every fold ran; an average over a changing set of folds would
+        jump where a fold stops.
+        """
+        curves = [curve for curve in self.curves if curve]
+        if not curves:
+            return []
+        rounds = min(len(curve) for curve in curves)
+        return [float(v) for v in np.mean([curve[:rounds] for curve in curves], axis=0)]
 
 
 def choose_splitter(

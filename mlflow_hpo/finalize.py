@@ -43,12 +43,7 @@ def finalize(
 
     best = selection.trial
     kwargs = job.space.model_kwargs(best.params)
-    cv_result = CVResult(
-        scores=tuple(best.user_attrs.get("cv_scores", [best.values[0]])),
-        best_iterations=tuple(best.user_attrs.get("best_iterations", [])),
-        stopped_early=tuple(best.user_attrs.get("stopped_early", [])),
-        fit_rows=tuple(best.user_attrs.get("fit_rows", [])),
-    )
+    cv_result = CVResult.of_trial(best)
     n_rounds, rounds_rule = refit_rounds(cv_result, len(job.dataset.X_train))
     estimator = job.adapter.fit_final(kwargs, job.context, job.dataset.X_train, job.dataset.y_train, n_rounds)
     model = TunedModel(job.dataset.preprocessor, estimator, job.dataset.classes)

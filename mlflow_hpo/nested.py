@@ -21,7 +21,7 @@ import optuna
 
 from mlflow_hpo._errors import ConfigError, HpoError, TrialError
 from mlflow_hpo.config import TuneConfig
-from mlflow_hpo.cv import CVResult, Splitter, choose_splitter, refit_rounds, score_fold
+from mlflow_hpo.cv import CV_ATTR, CVResult, Splitter, choose_splitter, refit_rounds, score_fold
 from mlflow_hpo.pruning import make_pruner
 from mlflow_hpo.strategy import choose_strategy, trial_budget
 
@@ -170,9 +170,7 @@ def _search(job: Job, fold: int) -> tuple[optuna.trial.FrozenTrial, int | None]:
     def objective(trial: optuna.Trial) -> float:
         kwargs = job.space.model_kwargs(job.space.suggest(trial))
         result = evaluate(job, trial, kwargs)
-        trial.set_user_attr("best_iterations", list(result.best_iterations))
-        trial.set_user_attr("stopped_early", list(result.stopped_early))
-        trial.set_user_attr("fit_rows", list(result.fit_rows))
+        trial.set_user_attr(CV_ATTR, result.record())
         return result.mean
 
     n_trials = trial_budget(job.config.n_trials, job.strategy)
@@ -183,12 +181,5 @@ def _search(job: Job, fold: int) -> tuple[optuna.trial.FrozenTrial, int | None]:
         raise HpoError(
             f"nested CV outer fold {fold}: no inner trial completed; see the log for the failed trials' reasons."
         ) from None
-    attrs = best.user_attrs
-    result = CVResult(
-        scores=(float(best.value or 0.0),),
-        best_iterations=tuple(attrs.get("best_iterations", [])),
-        stopped_early=tuple(attrs.get("stopped_early", [])),
-        fit_rows=tuple(attrs.get("fit_rows", [])),
-    )
-    n_rounds, _ = refit_rounds(result, len(job.dataset.X_train))
+    n_rounds, _ = refit_rounds(CVResult.of_trial(best), len(job.dataset.X_train))
     return best, n_rounds

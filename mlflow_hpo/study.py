@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from mlflow_hpo import __version__
 from mlflow_hpo._errors import ConfigError, TrialError
 from mlflow_hpo.config import TuneConfig
-from mlflow_hpo.cv import CVResult, Splitter, choose_splitter, cross_validate
+from mlflow_hpo.cv import CV_ATTR, CVResult, Splitter, choose_splitter, cross_validate, cv_attr
 from mlflow_hpo.data import Dataset, prepare
 from mlflow_hpo.metrics import Objective
 from mlflow_hpo.models import FitContext, ModelAdapter, get_adapter
@@ -328,21 +328,14 @@ def _make_objective(
             trial.set_user_attr(FAIL_REASON_ATTR, str(exc))
             raise
         except optuna.TrialPruned:
-            trial.set_user_attr("duration_s", time.perf_counter() - started)
+            trial.set_user_attr(CV_ATTR, {"duration_s": time.perf_counter() - started})
             raise
-        trial.set_user_attr("duration_s", time.perf_counter() - started)
-        trial.set_user_attr("cv_std", result.std)
-        trial.set_user_attr("cv_scores", list(result.scores))
-        if job.adapter.iterative:
-            trial.set_user_attr("best_iterations", [it for it in result.best_iterations])
-            trial.set_user_attr("stopped_early", list(result.stopped_early))
-            trial.set_user_attr("fit_rows", list(result.fit_rows))
+        trial.set_user_attr(CV_ATTR, result.record(time.perf_counter() - started))
+        curve = result.mean_curve()
         with lock:
-            curves[trial.number] = {
-                f"learning_curve_fold{fold}_{result.curve_metric}": list(curve)
-                for fold, curve in enumerate(result.curves)
-                if curve
-            }
+            # One curve per trial, under the same key in every trial, so that
+            # MLflow's chart view overlays the trials in one chart.
+            curves[trial.number] = {f"learning_curve_{result.curve_metric}": curve} if curve else {}
         return result.mean
 
     return objective
@@ -397,14 +390,15 @@ def trial_record(
     if trial.state == optuna.trial.TrialState.COMPLETE and trial.values:
         metrics[f"cv_{job.objective.name}_mean"] = trial.values[0]
         metrics.update(trial_metrics(trial))
-        metrics[f"cv_{job.objective.name}_std"] = attrs.get("cv_std", float("nan"))
-        for fold, score in enumerate(attrs.get("cv_scores", [])):
+        metrics[f"cv_{job.objective.name}_std"] = cv_attr(trial, "std", float("nan"))
+        for fold, score in enumerate(cv_attr(trial, "scores", [])):
             metrics[f"cv_{job.objective.name}_fold{fold}"] = score
-        iterations = [it for it in attrs.get("best_iterations", []) if it is not None]
+        iterations = [it for it in cv_attr(trial, "best_iterations", []) if it is not None]
         if iterations:
             metrics["best_iteration_median"] = float(np.median(iterations))
-    if "duration_s" in attrs:
-        metrics["duration_s"] = attrs["duration_s"]
+    duration = cv_attr(trial, "duration_s")
+    if duration is not None:
+        metrics["duration_s"] = duration
     tags: dict[str, str] = {}
     if "stage" in attrs:
         tags["mlflow_hpo.stage"] = str(attrs["stage"])

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlflow_hpo import TuneConfig
-from mlflow_hpo.cv import choose_splitter
+from mlflow_hpo.cv import CV_ATTR, choose_splitter, cv_attr
 from mlflow_hpo.models import get_adapter
 from mlflow_hpo.pruning import FoldWindowMedianPruner, choose_pruner, make_pruner, reporting_hooks
 from mlflow_hpo.strategy import Strategy
@@ -128,7 +128,7 @@ def _run(job: Job, n_trials: int) -> optuna.Study:
 
     def objective(trial: optuna.Trial) -> float:
         result = evaluate(job, trial, job.space.model_kwargs(job.space.suggest(trial)))
-        trial.set_user_attr("cv_scores", list(result.scores))
+        trial.set_user_attr(CV_ATTR, result.record())
         return result.mean
 
     study.optimize(objective, n_trials=n_trials)
@@ -167,7 +167,7 @@ def test_pruner_runs_without_step_warnings(pruner: str, model: str) -> None:
         for trial in study.trials:
             if trial.state == optuna.trial.TrialState.COMPLETE:
                 reported = [trial.intermediate_values[fold] for fold in range(job.splitter.n_splits)]
-                assert reported == trial.user_attrs["cv_scores"]
+                assert reported == cv_attr(trial, "scores")
 
 
 def test_pruned_child_run_killed_with_step(client: MlflowClient) -> None:

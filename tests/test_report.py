@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_hpo import TuneConfig, tune
 from mlflow_hpo.cli import main
+from mlflow_hpo.cv import CV_ATTR
 from mlflow_hpo.report import ReportContext, replay_command, write_report
 from mlflow_hpo.storage import open_storage, storage_url
 
@@ -45,8 +46,7 @@ def _toy_study(direction: str) -> optuna.Study:
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", -3.0, 3.0)
         trial.suggest_int("n", 1, 4)
-        trial.set_user_attr("cv_std", 0.01)
-        trial.set_user_attr("duration_s", 0.5)
+        trial.set_user_attr(CV_ATTR, {"std": 0.01, "duration_s": 0.5})
         if trial.number == 1:
             trial.report(9.0, 3)
             raise optuna.TrialPruned()

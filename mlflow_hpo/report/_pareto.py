@@ -10,6 +10,7 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from mlflow_hpo.cv import cv_attr
 from mlflow_hpo.multi_objective import tag_pareto_children
 from mlflow_hpo.report._context import ReportContext
 
@@ -24,7 +25,7 @@ def pareto_frame(study: optuna.Study, ctx: ReportContext) -> pd.DataFrame:
         row: dict[str, object] = {"number": trial.number, "selected": trial.number == selected}
         for index in range(len(ctx.objectives)):
             row[ctx.value_column(index)] = trial.values[index]
-        row["cv_std"] = trial.user_attrs.get("cv_std")
+        row["cv_std"] = cv_attr(trial, "std")
         for name, value in trial.params.items():
             row[f"param_{name}"] = value
         rows.append(row)

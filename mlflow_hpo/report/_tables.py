@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from mlflow_hpo.cv import cv_attr
 from mlflow_hpo.multi_objective import BUILTIN_METRIC, pareto_ranks
 from mlflow_hpo.report._context import ReportContext
 
@@ -47,8 +48,8 @@ def trials_frame(study: optuna.Study, ctx: ReportContext) -> pd.DataFrame:
         row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
         for index in range(len(ctx.objectives)):
             row[ctx.value_column(index)] = trial.values[index] if trial.values else None
-        row["cv_std"] = trial.user_attrs.get("cv_std")
-        row["duration_s"] = trial.user_attrs.get("duration_s")
+        row["cv_std"] = cv_attr(trial, "std")
+        row["duration_s"] = cv_attr(trial, "duration_s")
         row["pruned_at_step"] = trial.last_step if trial.state == optuna.trial.TrialState.PRUNED else None
         row["fail_reason"] = trial.user_attrs.get("fail_reason")
         for name in names:
