@@ -3,7 +3,8 @@
 By default the study is kept in an Optuna journal file next to the MLflow
 store (``mlflow_hpo.journal`` beside ``mlflow.db`` or ``mlruns/``). The
 journal backend appends under a file lock, so several local processes can
-share it. ``MLFLOW_HPO_STORAGE`` selects another storage: a database URL
+share it, and flushes the file to disk when a trial ends (see
+``TrialSyncedJournal``). ``MLFLOW_HPO_STORAGE`` selects another storage: a database URL
 (``postgresql://...``, ``sqlite:///...``) or a journal file path. It is read
 from the environment, never from a run parameter, because ``mlflow run``
 logs every ``-P`` value in clear text.
@@ -15,6 +16,7 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -26,7 +28,8 @@ from urllib.parse import urlsplit
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages.journal._storage import JournalOperation
 
 from mlflow_hpo._errors import ConfigError
 
@@ -129,7 +132,89 @@ def open_storage(url: str, *, failed_trial_callback: Any = None) -> BaseStorage:
         raise ConfigError(
             f"folder of storage path {str(path)!r} does not exist; create it or change {STORAGE_ENV}."
         )
-    return JournalStorage(JournalFileBackend(str(path)))
+    return JournalStorage(TrialSyncedJournal(str(path)))
+
+
+# Journal operations after which the file is flushed to disk: a trial's
+# end and every change to a study. What a trial wrote before its end
+# (params, reports, attributes) is flushed with it.
+_SYNCED_OPERATIONS = frozenset(
+    {
+        JournalOperation.CREATE_STUDY,
+        JournalOperation.DELETE_STUDY,
+        JournalOperation.SET_STUDY_USER_ATTR,
+        JournalOperation.SET_STUDY_SYSTEM_ATTR,
+        JournalOperation.SET_TRIAL_STATE_VALUES,
+        JournalOperation.DISCARD_TRIALS,
+    }
+)
+
+
+class _QueuedSymlinkLock:
+    """Optuna's symlink lock, entered one process at a time through ``flock``.
+
+    Optuna's lock polls with a growing sleep (up to a second) while another
+    process holds it, so workers of one study waited on each other far
+    longer than a write takes. Here the processes of this machine queue on
+    ``flock``, which wakes the next one as soon as the lock is free, and
+    then take the symlink lock that plain Optuna writers of the same file
+    also take.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._symlink = JournalFileSymlinkLock(path)
+        self._queue_path = f"{path}.queue.lock"
+        self._handle: Any = None
+
+    def acquire(self) -> None:
+        handle = open(self._queue_path, "a+b")  # noqa: SIM115 - closed in release
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            self._symlink.acquire()
+        except BaseException:
+            handle.close()
+            raise
+        self._handle = handle
+
+    def release(self) -> None:
+        handle, self._handle = self._handle, None
+        try:
+            self._symlink.release()
+        finally:
+            if handle is not None:
+                handle.close()
+
+
+class TrialSyncedJournal(JournalFileBackend):
+    """Optuna's journal file, flushed to disk when a trial ends instead of after every write.
+
+    Optuna's backend calls ``fsync`` after each of the dozen or more writes
+    of a trial (its params, pruning reports and attributes). Every write
+    still reaches the operating system at once, so other processes and a
+    resume after a killed process see it; only a machine crash can lose the
+    writes of the trials that were running, never a finished trial. The
+    file format is Optuna's, so ``JournalFileBackend`` reads it.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._path = path
+        self._write_lock = _QueuedSymlinkLock(path)
+        self._thread_lock = threading.Lock()
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
+        sync = any(log.get("op_code") in _SYNCED_OPERATIONS for log in logs)
+        with self._thread_lock:
+            self._write_lock.acquire()
+            try:
+                with open(self._path, "ab") as handle:
+                    handle.write(text.encode("utf-8"))
+                    handle.flush()
+                    if sync:
+                        os.fsync(handle.fileno())
+            finally:
+                self._write_lock.release()
 
 
 def study_exists(storage: BaseStorage, name: str) -> bool:
