@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -203,7 +204,8 @@ def open_mirror(client: MlflowClient, job: Job, parent: ParentRun) -> StudyMirro
         experiment_id=parent.experiment_id,
         parent_run_id=parent.run_id,
         study_name=job.study_name,
-        lock=lambda: study_lock(job.storage_url, job.study_name, "mirror"),
+        # A partial, unlike a lambda, can be pickled for the writer process.
+        lock=functools.partial(study_lock, job.storage_url, job.study_name, "mirror"),
     )
 
 

@@ -6,6 +6,13 @@ child run of the study's parent run, written by run id through
 background thread, so tracking latency does not slow the trials down. A
 child run is created only once its trial has finished.
 
+After its first ``PROCESS_AFTER_TRIALS`` trials, a study's writes run in a
+separate Python process (``mlflow_hpo._mirror_process``): MLflow's stores
+spend tens of milliseconds of Python per child run, and in a thread of the
+tuning process that time holds the interpreter lock that the trials need
+between boosting rounds. If that process cannot start or dies, the writes
+go back to the thread.
+
 Every process of a study may mirror any trial (its own as they finish,
 others' when it reconciles), so each write holds a study-wide lock while
 it checks for an existing child and creates one only if there is none. A
@@ -21,8 +28,12 @@ import dataclasses
 import hashlib
 import logging
 import math
+import os
+import pickle
 import queue
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -56,6 +67,10 @@ _STATUS_OF_STATE = {
     optuna.trial.TrialState.PRUNED: "KILLED",
     optuna.trial.TrialState.FAIL: "FAILED",
 }
+# Trials that the mirror writes from its thread before it moves the writes
+# to a separate process. Starting the process costs about 2 s of CPU (it
+# imports MLflow), which a study of a few trials would not win back.
+PROCESS_AFTER_TRIALS = 10
 # Most points of one learning curve that a child run gets. Writing every
 # boosting round made the mirror thread the largest cost of fast trials.
 MAX_CURVE_POINTS = 100
@@ -126,18 +141,36 @@ class StudyMirror:
         parent_run_id: str,
         study_name: str,
         lock: Callable[[], AbstractContextManager[Any]] | None = None,
+        process_after: int | None = PROCESS_AFTER_TRIALS,
     ) -> None:
         self.client = client
-        self._study_lock = lock or contextlib.nullcontext
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.study_name = study_name
-        self.key_mapping: dict[str, str] = {}
+        self._writer = ChildRunWriter(
+            client, experiment_id=experiment_id, parent_run_id=parent_run_id, study_name=study_name, lock=lock
+        )
+        self._process = (
+            WriterProcess(
+                {
+                    "tracking_uri": client._tracking_client.tracking_uri,
+                    "experiment_id": experiment_id,
+                    "parent_run_id": parent_run_id,
+                    "study_name": study_name,
+                    "lock": lock,
+                }
+            )
+            if process_after is not None and _picklable(lock)
+            else None
+        )
+        self._process_after = process_after or 0
+        self._written = 0
         self._mirrored: set[int] = set()
         self._lock = threading.Lock()
         self._queue: queue.Queue[TrialRecord | None] = queue.Queue()
         self._thread = threading.Thread(target=self._drain, name="mlflow-hpo-mirror", daemon=True)
         self._errors = 0
+        self._process_failed = False
         self._failing_since: float | None = None
         self._logged_mapping: dict[str, str] = {}
         self._thread.start()
@@ -189,16 +222,35 @@ class StudyMirror:
         self._queue.put(record)
 
     @property
+    def key_mapping(self) -> dict[str, str]:
+        """Original metric and param names that had to be rewritten, with their keys."""
+        return self._writer.key_mapping
+
+    @property
+    def writer_pid(self) -> int:
+        """Process id of the process that writes the next child run."""
+        uses_process = self._process is not None and not self._process_failed and self._written >= self._process_after
+        return self._process.start().pid if uses_process and self._process is not None else os.getpid()
+
+    @property
     def errors(self) -> int:
         """Number of trials that could not be written."""
         return self._errors
+
+    def flush(self) -> None:
+        """Wait until every trial submitted so far is written or given up."""
+        self._queue.join()
 
     def close(self, timeout: float | None = None) -> None:
         """Write everything queued, then stop the writer thread and record the key mapping."""
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout)
-        if self._thread.is_alive() or self.key_mapping == self._logged_mapping:
+        if self._thread.is_alive():
+            return
+        if self._process is not None:
+            self._process.close()
+        if self.key_mapping == self._logged_mapping:
             return
         mapping = dict(self.key_mapping)
         try:
@@ -211,6 +263,7 @@ class StudyMirror:
         while True:
             record = self._queue.get()
             if record is None:
+                self._queue.task_done()
                 return
             try:
                 self._with_retries(self._write, record)
@@ -222,6 +275,8 @@ class StudyMirror:
                     "Failed to write trial %d to MLflow (%s); the study goes on and the next "
                     "run of this study writes it.", record.number, _redact(exc),
                 )
+            finally:
+                self._queue.task_done()
 
     def _with_retries(self, action: Any, record: TrialRecord) -> None:
         delay = 0.5
@@ -248,6 +303,51 @@ class StudyMirror:
                 time.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY_DELAY_S)
 
+    def _write(self, record: TrialRecord) -> None:
+        if self._process is None or self._process_failed or self._written < self._process_after:
+            self._writer.write(record)
+            self._written += 1
+            return
+        try:
+            mapping = self._process.write(record)
+        except WriterProcessGone as exc:
+            self._process_failed = True
+            _logger.warning("The MLflow writer process stopped (%s); writing from this process instead.", exc)
+            self._writer.write(record)
+            return
+        self._writer.key_mapping.update(mapping)
+
+    def log_batch(
+        self,
+        run_id: str,
+        *,
+        metrics: Iterable[Metric] = (),
+        params: Iterable[Param] = (),
+        tags: Iterable[RunTag] = (),
+    ) -> None:
+        """Log to ``run_id`` from this process, within MLflow's per-request limits."""
+        self._writer.log_batch(run_id, metrics=metrics, params=params, tags=tags)
+
+
+class ChildRunWriter:
+    """Writes one finished trial as a child run of ``parent_run_id``, under the study's mirror lock."""
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        *,
+        experiment_id: str,
+        parent_run_id: str,
+        study_name: str,
+        lock: Callable[[], AbstractContextManager[Any]] | None = None,
+    ) -> None:
+        self.client = client
+        self._study_lock = lock or contextlib.nullcontext
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.study_name = study_name
+        self.key_mapping: dict[str, str] = {}
+
     def _find_child(self, number: int) -> Any:
         query = f"tags.`{TAG_PARENT}` = '{self.parent_run_id}' and tags.`{TAG_TRIAL}` = '{number}'"
         runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=10)
@@ -255,7 +355,8 @@ class StudyMirror:
         candidates = finished or runs
         return candidates[0] if candidates else None
 
-    def _write(self, record: TrialRecord) -> None:
+    def write(self, record: TrialRecord) -> None:
+        """Write ``record`` as a child run unless a finished child of its trial exists."""
         with self._study_lock():
             existing = self._find_child(record.number)
             if existing is not None and existing.info.status != "RUNNING":
@@ -351,11 +452,93 @@ class StudyMirror:
         self.client.log_batch(run_id, params=fresh, tags=tags)
 
 
+class WriterProcessGone(Exception):
+    """The writer process could not start or stopped answering."""
+
+
+class RemoteWriteError(Exception):
+    """A write that failed inside the writer process; ``transient`` as ``_is_transient`` judged it there."""
+
+    def __init__(self, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class WriterProcess:
+    """A Python process that writes child runs sent to it as pickles on its standard input.
+
+    It is started with ``python -m`` on the first write, so it never
+    imports the user's script, and it ends when its input closes, also
+    when this process dies.
+    """
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self._settings = settings
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def write(self, record: TrialRecord) -> dict[str, str]:
+        """Write ``record`` in the process; return the key mapping that it has built so far."""
+        try:
+            proc = self.start()
+            assert proc.stdin is not None and proc.stdout is not None
+            pickle.dump(record, proc.stdin)
+            proc.stdin.flush()
+            reply = pickle.load(proc.stdout)
+        except (OSError, EOFError, pickle.PickleError) as exc:
+            self.close()
+            raise WriterProcessGone(str(exc) or type(exc).__name__) from exc
+        for level, message in reply["logs"]:
+            _logger.log(level, "%s", message)
+        if reply["error"] is not None:
+            raise RemoteWriteError(reply["error"], reply["transient"])
+        mapping: dict[str, str] = reply["key_mapping"]
+        return mapping
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """Start the process unless it runs; it then imports MLflow while trials run."""
+        if self._proc is not None:
+            return self._proc
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow_hpo._mirror_process"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        assert self._proc.stdin is not None
+        pickle.dump(self._settings, self._proc.stdin)
+        self._proc.stdin.flush()
+        return self._proc
+
+    def close(self) -> None:
+        """Close the process's input and wait for it to end."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(OSError):
+            assert proc.stdin is not None
+            proc.stdin.close()
+        # Every write was answered, so the process is idle; waiting for it
+        # to tear down MLflow would only delay the study's end.
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:  # noqa: BLE001 - pickle raises many kinds of errors for unpicklable values
+        return False
+    return True
+
+
 def tag(key: str, value: Any) -> RunTag:
     return RunTag(key, safe_value(value, MAX_TAG_VAL_LENGTH))
 
 
 def _is_transient(exc: Exception) -> bool:
+    if isinstance(exc, RemoteWriteError):
+        return exc.transient
     if isinstance(exc, MlflowException):
         return exc.error_code in _TRANSIENT_CODES
     return True
