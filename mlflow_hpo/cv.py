@@ -116,9 +116,9 @@ class CVResult:
     def mean_curve(self) -> list[float]:
         """Return the validation metric per boosting round, averaged over folds.
 
-        Folds stop early at different rounds, so the curve covers the rounds
-        that every fold ran; an average over a changing set of folds would
-        jump where a fold stops.
+        Folds stop early at different rounds, so the curve covers only the
+        rounds that every fold ran. An average over a changing set of folds
+        would jump where a fold stops.
         """
         curves = [curve for curve in self.curves if curve]
         if not curves:

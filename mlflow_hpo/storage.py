@@ -154,8 +154,8 @@ class _QueuedSymlinkLock:
     """Optuna's symlink lock, entered one process at a time through ``flock``.
 
     Optuna's lock polls with a growing sleep (up to a second) while another
-    process holds it, so workers of one study waited on each other far
-    longer than a write takes. Here the processes of this machine queue on
+    process holds it, so a waiting worker could sleep far longer than the
+    other worker's write takes. Here the processes of this machine queue on
     ``flock``, which wakes the next one as soon as the lock is free, and
     then take the symlink lock that plain Optuna writers of the same file
     also take.
@@ -191,8 +191,8 @@ class TrialSyncedJournal(JournalFileBackend):
     Optuna's backend calls ``fsync`` after each of the dozen or more writes
     of a trial (its params, pruning reports and attributes). Every write
     still reaches the operating system at once, so other processes and a
-    resume after a killed process see it; only a machine crash can lose the
-    writes of the trials that were running, never a finished trial. The
+    resume after a killed process see it. A machine crash can lose the
+    writes of the trials that were running, but never a finished trial. The
     file format is Optuna's, so ``JournalFileBackend`` reads it.
     """
 

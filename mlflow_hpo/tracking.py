@@ -412,8 +412,8 @@ class ChildRunWriter:
     ) -> None:
         """Log in as few requests as MLflow's per-request limits allow.
 
-        A trial's params, tags and metrics usually fit in one request, and
-        each request is a database transaction on the tracking store.
+        A trial's params, tags and metrics usually fit in one request, which
+        saves the round trips and run lookups of separate calls.
         """
         metric_list = list(metrics)
         entities: list[Param | RunTag] = [*params, *tags]
@@ -509,7 +509,7 @@ class WriterProcess:
         return self._proc
 
     def close(self) -> None:
-        """Close the process's input and wait for it to end."""
+        """Close the process's input and stop it."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
