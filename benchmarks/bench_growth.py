@@ -10,7 +10,8 @@ Two figures per window of trials:
 
 - trial loop: time from one trial's start to the next trial's start, read
   from the storage's timestamps (sampling, storage writes, callback);
-- mirror: time the background writer spends on one trial's child run,
+- mirror: time the mirror waits for one trial's child run to be written
+  (in its writer process after the first trials),
   timed around ``StudyMirror._write``.
 """
 
@@ -133,7 +134,7 @@ def run(*, quick: bool, workdir: Path) -> Section:
     mirror_early, mirror_late = _window_ms(write_seconds, early, window), _window_ms(write_seconds, late, window)
     rows: list[list[Any]] = [
         ["trial loop (sampling, storage, callback)", loop_early, loop_late, loop_late / loop_early],
-        ["MLflow mirror (child run write, background thread)", mirror_early, mirror_late, mirror_late / mirror_early],
+        ["MLflow mirror (child run write, in the writer process)", mirror_early, mirror_late, mirror_late / mirror_early],
         ["both, per trial", loop_early + mirror_early, loop_late + mirror_late,
          (loop_late + mirror_late) / (loop_early + mirror_early)],
     ]
