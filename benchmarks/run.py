@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.run            # full suite, 33 minutes on 2 busy shared cores
+    python -m benchmarks.run            # full suite, about an hour on 2 cores
     python -m benchmarks.run --quick    # every part on a tiny budget, 1 to 2 minutes
     python -m benchmarks.run --parts overhead,growth --out /tmp/results
 
