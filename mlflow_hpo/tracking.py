@@ -453,7 +453,7 @@ class ChildRunWriter:
 
 
 class WriterProcessGone(Exception):
-    """The writer process could not start or stopped answering."""
+    """The writer process failed to start or stopped responding."""
 
 
 class RemoteWriteError(Exception):
@@ -516,7 +516,7 @@ class WriterProcess:
         with contextlib.suppress(OSError):
             assert proc.stdin is not None
             proc.stdin.close()
-        # Every write was answered, so the process is idle; waiting for it
+        # Every write has a reply, so the process is idle. Waiting for it
         # to tear down MLflow would only delay the study's end.
         proc.kill()
         proc.wait()
