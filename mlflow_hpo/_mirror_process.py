@@ -1,7 +1,7 @@
 """The MLflow writer process of a study's mirror (see ``mlflow_hpo.tracking``).
 
 It reads its settings, then one ``TrialRecord`` after another, as pickles
-on standard input, writes each as a child run and answers with a pickled
+on standard input, writes each as a child run and replies with a pickled
 dict on the standard output it was started with. Its own ``print`` output
 and that of the libraries it calls go to standard error. It ends when its
 input closes.
