@@ -53,6 +53,8 @@ class Splitter:
     splitter: Any
     time_ordered: bool = False
     gap: int = 0
+    # Training rows that the splitter divides into folds; 0 when unknown.
+    n_rows: int = 0
 
     @property
     def n_splits(self) -> int:
@@ -138,7 +140,7 @@ def choose_splitter(
     ``iterative`` models also need room in each training window for the
     early-stopping part.
     """
-    splitter = _build_splitter(config, task, y, groups, iterative)
+    splitter = dataclasses.replace(_build_splitter(config, task, y, groups, iterative), n_rows=len(y))
     check_seeding(splitter)
     return splitter
 

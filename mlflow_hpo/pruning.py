@@ -8,6 +8,12 @@ never repeat, and a trial is compared with other trials at the same fold and
 round while every fold it has seen counts. Models without rounds report on a
 fold axis: step ``fold``, with the fold's CV score (Wilcoxon) or the mean of
 the CV scores so far (median, Hyperband).
+
+On small data, ``auto`` judges boosters on the fold axis too. There the
+inner validation part of a fold holds a few dozen rows, so its value at one
+round is mostly noise. A low learning rate also trails at early rounds, so
+the round axis prunes it before its folds stop early. A fold trains in
+milliseconds there, so pruning inside a fold saves little time anyway.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import TYPE_CHECKING
 import optuna
 
 from mlflow_hpo.config import TuneConfig
+from mlflow_hpo.cv import SMALL_DATA_ROWS
 from mlflow_hpo.models._base import REPORT_EVERY_ROUNDS
 
 if TYPE_CHECKING:
@@ -95,6 +102,14 @@ def choose_pruner(config: TuneConfig, adapter: ModelAdapter, strategy: Strategy,
         return PrunerPlan("none", "pruner=none requested")
     rounds = adapter.iterative and name != "wilcoxon"
     if name == "auto":
+        if adapter.iterative and 0 < splitter.n_rows < SMALL_DATA_ROWS:
+            return PrunerPlan(
+                "median",
+                f"auto chose median on completed folds: {splitter.n_rows} training rows are fewer than "
+                f"{SMALL_DATA_ROWS}, too few to judge a trial by its rounds; one step per fold",
+                "folds",
+                1,
+            )
         if adapter.iterative:
             name, reason = "median", f"auto chose median: {adapter.name} reports every boosting round"
         elif splitter.n_splits >= MIN_FOLDS_FOR_FOLD_PRUNING:

@@ -48,6 +48,29 @@ def test_choose_pruner_rules(
     assert (plan_.name, plan_.axis) == expected
 
 
+@pytest.mark.parametrize(
+    ("pruner", "model", "expected"),
+    [
+        ("auto", "lightgbm", ("median", "folds")),
+        ("auto", "xgboost", ("median", "folds")),
+        ("median", "lightgbm", ("median", "rounds")),
+        ("auto", "random_forest", ("wilcoxon", "folds")),
+    ],
+)
+def test_auto_judges_boosters_by_folds_on_small_data(pruner: str, model: str, expected: tuple[str, str]) -> None:
+    config = TuneConfig(model=model, pruner=pruner, cv="stratified")
+    splitter = choose_splitter(config, "binary", Y[:400], None)
+
+    plan_ = choose_pruner(config, get_adapter(model, "binary"), _strategy(), splitter)
+
+    assert (plan_.name, plan_.axis) == expected
+    if expected == ("median", "folds") and pruner == "auto":
+        assert "400 training rows are fewer than 500" in plan_.reason
+        pruner_ = make_pruner(config, get_adapter(model, "binary"), _strategy(), splitter)
+        assert isinstance(pruner_, FoldWindowMedianPruner)
+        assert (pruner_.stride, pruner_._n_warmup_steps) == (1, 1)
+
+
 def test_median_pruner_defaults() -> None:
     config = TuneConfig(pruner="median", cv="stratified")
     splitter = choose_splitter(config, "binary", Y, None)
@@ -151,6 +174,23 @@ def test_median_prunes_on_one_step_axis() -> None:
         steps = sorted(trial.intermediate_values)
         assert all(step % 10 == 0 for step in steps)
         assert all(step % stride < stride for step in steps)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("error")
+def test_auto_reports_fold_means_on_small_data() -> None:
+    job = _job(cv="auto")
+    assert len(job.dataset.y_train) < 500
+
+    study = _run(job, n_trials=12)
+
+    assert optuna.trial.TrialState.PRUNED in {t.state for t in study.trials}
+    for trial in study.trials:
+        assert set(trial.intermediate_values) <= set(range(job.splitter.n_splits))
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            scores = cv_attr(trial, "scores")
+            running_means = [sum(scores[: k + 1]) / (k + 1) for k in range(len(scores))]
+            assert [trial.intermediate_values[k] for k in range(len(scores))] == pytest.approx(running_means)
 
 
 @pytest.mark.slow
