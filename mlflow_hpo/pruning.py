@@ -10,7 +10,7 @@ fold axis: step ``fold``, with the fold's CV score (Wilcoxon) or the mean of
 the CV scores so far (median, Hyperband).
 
 On small data, ``auto`` judges boosters on the fold axis too. There the
-inner validation part of a fold holds a few dozen rows, so its value at one
+inner validation part of a fold has a few dozen rows, so its value at one
 round is mostly noise. A low learning rate also trails at early rounds, so
 the round axis prunes it before its folds stop early. A fold trains in
 milliseconds there, so pruning inside a fold saves little time anyway.
