@@ -12,8 +12,8 @@ the CV scores so far (median, Hyperband).
 On small data, ``auto`` judges boosters on the fold axis too. There the
 inner validation part of a fold has a few dozen rows, so its value at one
 round is mostly noise. A low learning rate also trails at early rounds, so
-the round axis prunes it before its folds stop early. A fold trains in
-milliseconds there, so pruning inside a fold saves little time anyway.
+the round axis prunes it before its folds stop early. A fold trains in a
+fraction of a second there, so pruning inside a fold saves little time.
 """
 
 from __future__ import annotations
