@@ -54,6 +54,15 @@ from mlflow_hpo.workers import CONFIG_ATTR, finalize_once, stored_config
 _logger = logging.getLogger(__name__)
 
 SPACE_ATTR = "search_space"
+# Study user attribute: content hash of the table the study was created on.
+DATASET_DIGEST_ATTR = "dataset_digest"
+# Settings that decide which rows train and score each trial, and how long
+# boosters train. A resumed study must keep them, or its trials would be
+# compared across different folds and held-out rows.
+SCORING_FIELDS = (
+    "target", "test_size", "seed", "cv", "n_folds", "time_column", "group_column", "gap",
+    "early_stopping_rounds", "max_boost_rounds",
+)
 # Below this many training rows, each model fit uses one thread.
 SMALL_TABLE_ROWS = 10_000
 FAIL_REASON_ATTR = "fail_reason"
@@ -235,13 +244,45 @@ def _create_or_load_study(job: Job, storage: optuna.storages.BaseStorage) -> opt
                 f"study {job.study_name!r} optimizes metric={stored_metric!r}, not {job.objective.name!r}; "
                 f"pass metric={stored_metric} to resume it or use a new study_name such as {job.study_name}-v2."
             )
+        check_stored_scoring(study, job, free_study_name(storage, job.study_name))
     else:
         study.set_user_attr(SPACE_ATTR, signature)
         study.set_user_attr(SPEC_ATTR, job.space.to_spec())
         study.set_user_attr("metric", job.objective.name)
         study.set_user_attr("model", job.config.model)
         study.set_user_attr(CONFIG_ATTR, stored_config(job.config.replace(study_name=job.study_name)))
+        study.set_user_attr(DATASET_DIGEST_ATTR, job.dataset.digest)
     return study
+
+
+def check_stored_scoring(study: optuna.Study, job: Job, new_name: str) -> None:
+    """Raise ConfigError if resuming ``study`` would score trials on other rows or data than before.
+
+    Studies created before these records existed are not checked.
+    """
+    stored_digest = study.user_attrs.get(DATASET_DIGEST_ATTR)
+    if stored_digest is not None and stored_digest != job.dataset.digest:
+        raise ConfigError(
+            f"study {job.study_name!r} was created on other data (table digest {stored_digest}, "
+            f"data={job.config.data!r} gives {job.dataset.digest}); resume it with the same table, "
+            f"or use a new study_name such as {new_name}."
+        )
+    stored = study.user_attrs.get(CONFIG_ATTR) or {}
+    changed = [
+        (name, stored[name], getattr(job.config, name))
+        for name in SCORING_FIELDS
+        if name in stored and stored[name] != getattr(job.config, name)
+        # An empty target means the dataset's own; the table digest covers it.
+        and not (name == "target" and "" in (stored[name], job.config.target))
+    ]
+    if changed:
+        created = ", ".join(f"{name}={value!r} (not {current!r})" for name, value, current in changed)
+        kept = " ".join(f"{name}={value}" for name, value, _ in changed)
+        raise ConfigError(
+            f"study {job.study_name!r} was created with {created}, so new trials would be scored on "
+            f"other rows; "
+            f"pass {kept} to resume it, or use a new study_name such as {new_name}."
+        )
 
 
 def free_study_name(storage: optuna.storages.BaseStorage, name: str) -> str:

@@ -75,6 +75,30 @@ def test_resume_rejects_changed_space_or_metric() -> None:
     assert len(_study().trials) == 1
 
 
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"seed": 3}, r"created with seed=42 \(not 3\), so new trials would be scored on other rows; pass seed=42"),
+        ({"n_folds": "3", "test_size": 0.3}, r"test_size=0.2 \(not 0.3\), n_folds=2 \(not 3\)"),
+        ({"data": "sklearn:wine"}, r"created on other data \(table digest [0-9a-f]{16}, data='sklearn:wine' gives"),
+    ],
+    ids=["seed", "folds-and-test-size", "data"],
+)
+def test_resume_rejects_other_rows_or_data(client: MlflowClient, changes: dict[str, object], expected: str) -> None:
+    first = tune(_config(n_trials=1))
+    runs_before = client.search_runs([client.get_run(first.parent_run_id).info.experiment_id])
+
+    with pytest.raises(ConfigError, match=expected) as caught:
+        tune(_config(n_trials=2, **changes))
+
+    assert "use a new study_name such as resumed-v2" in str(caught.value)
+    assert len(_study().trials) == 1
+    runs_after = client.search_runs([client.get_run(first.parent_run_id).info.experiment_id])
+    assert [(r.info.run_id, r.info.status) for r in runs_after] == [
+        (r.info.run_id, r.info.status) for r in runs_before
+    ]
+
+
 def test_dead_process_trial_failed_and_retried(client: MlflowClient) -> None:
     first = tune(_config(n_trials=2))
     study = _study()
