@@ -32,6 +32,7 @@ PROMOTED = "promoted"
 REJECTED = "rejected"
 FORCED = "forced"
 KEPT = "kept"
+NOT_COMPARED = "not_compared"
 
 TAG_DECISION = "mlflow_hpo.promotion.decision"
 TAG_REASON = "mlflow_hpo.promotion.reason"
@@ -72,8 +73,10 @@ class Decision:
 
     ``outcome`` is ``promoted`` (the gate moved ``champion`` here),
     ``rejected`` (the champion stays), ``forced`` (moved without the gate, for
-    ``reason``) or ``kept`` (this version already held ``champion``; nothing
-    changed). Scores are None when they were not computed.
+    ``reason``), ``kept`` (this version already held ``champion``; nothing
+    changed) or ``not_compared`` (the held-out rows include rows that the
+    champion was trained on, so the champion stays). Scores are None when
+    they were not computed.
     """
 
     name: str
@@ -91,7 +94,7 @@ class Decision:
     @property
     def is_champion(self) -> bool:
         """True when ``champion`` points to this version after the decision."""
-        return self.outcome != REJECTED
+        return self.outcome not in (REJECTED, NOT_COMPARED)
 
     def tags(self) -> dict[str, str]:
         """Return the version tags that record this decision."""
@@ -117,6 +120,7 @@ class Decision:
             FORCED: f"{moved} without the gate",
             KEPT: f"`{CHAMPION}` already points to version {self.version}; nothing changed",
             REJECTED: f"`{CHAMPION}` stays on version {self.previous_champion}",
+            NOT_COMPARED: f"`{CHAMPION}` stays on version {self.previous_champion} without a comparison",
         }[self.outcome]
         return f"{verb} ({self.reason})."
 

@@ -35,7 +35,15 @@ from mlflow_hpo import __version__
 from mlflow_hpo._errors import HpoError
 from mlflow_hpo.data import frame_digest
 from mlflow_hpo.preprocessing import ANY, TablePreprocessor
-from mlflow_hpo.promotion import CHALLENGER, Decision, HeldOut, run_gate
+from mlflow_hpo.promotion import (
+    CHALLENGER,
+    NOT_COMPARED,
+    Decision,
+    HeldOut,
+    apply_decision,
+    champion_version,
+    run_gate,
+)
 from mlflow_hpo.runs import ParentRun
 from mlflow_hpo.serving import TunedModel
 
@@ -220,8 +228,47 @@ def log_and_register(model: TunedModel, job: Job, parent: ParentRun, trial_numbe
         objective=job.objective,
         digest=frame_digest(job.dataset.raw_test),
     )
-    decision = run_gate(client, name, version, held_out, margin=job.config.promote_margin)
+    overlap = _champion_trained_on_held_out(client, name, version, job.dataset.digest, training_digest)
+    if overlap:
+        decision = apply_decision(client, Decision(
+            name=name,
+            version=version,
+            outcome=NOT_COMPARED,
+            reason=overlap,
+            metric=job.objective.name,
+            margin=job.config.promote_margin,
+            previous_champion=champion_version(client, name),
+            held_out_digest=held_out.digest,
+            held_out_rows=len(held_out.X),
+        ))
+    else:
+        decision = run_gate(client, name, version, held_out, margin=job.config.promote_margin)
     return Registration(model_uri, name, version, reused, decision, is_challenger)
+
+
+def _champion_trained_on_held_out(
+    client: MlflowClient, name: str, version: str, dataset_digest: str, training_digest: str
+) -> str:
+    """Return why this run's held-out rows cannot judge the champion, or "" when they can.
+
+    When the champion came from the same table but other training rows (a
+    different seed or ``test_size``), some of this run's held-out rows were
+    its training rows, and the gate would favour it. Versions trained on
+    another table are compared as before: their digests cannot tell whether
+    the rows overlap.
+    """
+    champion = champion_version(client, name)
+    if champion is None or champion == version:
+        return ""
+    tags = client.get_model_version(name, champion).tags
+    same_table = tags.get(TAG_DIGEST) == dataset_digest
+    if not same_table or tags.get(TAG_TRAINING_DATASET, training_digest) == training_digest:
+        return ""
+    return (
+        f"version {champion} was trained on another split of the same table, so this run's held-out rows "
+        f"include rows it was trained on; compare the two on rows neither was trained on with "
+        f"mlflow-hpo promote --model_name {name} --data <rows>"
+    )
 
 
 def decoded_labels(y: np.ndarray, classes: np.ndarray | None) -> np.ndarray:

@@ -17,6 +17,7 @@ from mlflow_hpo.config import TuneConfig
 from mlflow_hpo.promotion import (
     CHALLENGER,
     CHAMPION,
+    NOT_COMPARED,
     PROMOTED,
     REJECTED,
     TAG_CANDIDATE_SCORE,
@@ -217,6 +218,29 @@ def test_two_studies_leave_champion_on_better(tmp_path: Path, client: mlflow.Mlf
     predictions = np.asarray(champion.predict(pd.DataFrame(records)))
     assert set(predictions) <= {"yes", "no"}
     assert len(predictions) == 2
+
+
+@pytest.mark.slow
+def test_champion_from_another_split_is_not_compared(tmp_path: Path, client: mlflow.MlflowClient) -> None:
+    path = write_table(tmp_path)
+    options = {
+        "data": str(path), "target": "y", "model": "logistic_regression", "n_folds": 2, "strategy": "random",
+        "pruner": "none", "importance": "none", "register_model": "mixed", "n_trials": 1,
+    }
+
+    tune(TuneConfig(study_name="split-a", **options))
+    second = tune(TuneConfig(study_name="split-b", seed=7, **options))
+
+    assert second.registered_version == "2"
+    assert _alias(client, CHAMPION) == "1"
+    assert _alias(client, CHALLENGER) == "2"
+    tags = _tags(client, "2")
+    assert tags[TAG_DECISION] == NOT_COMPARED
+    assert tags[TAG_CHAMPION_SCORE] == ""
+    assert tags[TAG_REASON].startswith("version 1 was trained on another split of the same table")
+    assert "mlflow-hpo promote --model_name mixed --data <rows>" in tags[TAG_REASON]
+    summary = Path(mlflow.artifacts.download_artifacts(run_id=second.parent_run_id, artifact_path="summary.md"))
+    assert "`champion` stays on version 1 without a comparison" in summary.read_text()
 
 
 @pytest.mark.slow
