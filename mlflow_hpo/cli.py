@@ -48,6 +48,11 @@ _HELP = {
     "workers": "local worker processes that run the trials (default 1: this process)",
     "retry_failed": "true re-runs the parameters of trials whose process died",
     "importance": "hyperparameter importance evaluator: ped_anova, fanova or none",
+    "n_jobs": "trials run in parallel threads of this process (default 1)",
+    "promote_margin": "how much worse than the champion, in metric units, a new version may score and still take it (default 0)",
+    "early_stopping_rounds": "boosters stop when the inner validation metric has not improved for this many rounds (default 50)",
+    "max_boost_rounds": "cap on boosting rounds; early stopping picks the number below it (default 2000)",
+    "experiment_name": "MLflow experiment of the parent run when tune opens one (default: the active or default experiment)",
     "select": "multi-objective rule for the model to register: knee, max:<objective> or min:<objective>, then optional |<objective><op><number> bounds",
 }
 

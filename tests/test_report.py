@@ -226,3 +226,13 @@ def test_report_command_handles_foreign_study(tmp_path: Path) -> None:
     assert "- Sampler: unknown (the study was not finished by mlflow-hpo)" in summary
     assert best["objectives"] == {"value": "minimize"}
     assert (tmp_path / "out" / "plots" / "optimization_history.png").exists()
+
+
+def test_summary_names_the_optuna_pruner_class() -> None:
+    from mlflow_hpo.pruning import FoldWindowMedianPruner
+    from mlflow_hpo.report._context import _pruner_class
+
+    window = FoldWindowMedianPruner(stride=1, n_startup_trials=5, n_warmup_steps=1)
+
+    assert _pruner_class(window) == "Optuna MedianPruner through mlflow_hpo.pruning.FoldWindowMedianPruner"
+    assert _pruner_class(optuna.pruners.NopPruner()) == "Optuna NopPruner"

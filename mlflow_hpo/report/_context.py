@@ -100,7 +100,7 @@ def context_from_job(study: optuna.Study, job: Job, details: dict[str, Any]) -> 
         strategy=job.strategy.name,
         strategy_reason=job.strategy.reason,
         sampler=type(study.sampler).__name__,
-        pruner=f"{pruner_label(job)}; Optuna {type(study.pruner).__name__}",
+        pruner=f"{pruner_label(job)}; {_pruner_class(study.pruner)}",
         data=data,
         storage=redact_url(job.storage_url),
         param_names=list(job.space.names),
@@ -147,3 +147,12 @@ def _plain(value: Any) -> Any:
         item = value.item()
         return None if isinstance(item, float) and not math.isfinite(item) else item
     return str(value)
+
+
+def _pruner_class(pruner: optuna.pruners.BasePruner) -> str:
+    """Name the Optuna class of ``pruner``, and this package's subclass of it if there is one."""
+    own = type(pruner)
+    base = next(cls for cls in own.__mro__ if cls.__module__.startswith("optuna."))
+    if base is own:
+        return f"Optuna {own.__name__}"
+    return f"Optuna {base.__name__} through {own.__module__}.{own.__name__}"
