@@ -112,7 +112,8 @@ def test_replay_command_rebuilds_same_config() -> None:
     assert words[:5] == ["mlflow", "run", ".", "--env-manager", "local"]
     assert values["n_trials"] == "13"
     assert values["study_name"] == "s-replay"
-    assert TuneConfig.from_mapping(values) == config.replace(n_trials=13, study_name="s-replay")
+    assert values["register_model"] == ""
+    assert TuneConfig.from_mapping(values) == config.replace(n_trials=13, study_name="s-replay", register_model="")
 
 
 @pytest.fixture(scope="module")

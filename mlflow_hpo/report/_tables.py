@@ -17,7 +17,7 @@ from mlflow_hpo.report._context import ReportContext
 
 TOP_TRIALS = 20
 # Options that `mlflow run` cannot take or that must not be replayed as given.
-_NOT_REPLAYED = ("experiment_name", "study_name", "n_trials", "timeout")
+_NOT_REPLAYED = ("experiment_name", "study_name", "n_trials", "timeout", "register_model")
 
 
 def replay_command(ctx: ReportContext, trial_number: int | None = None) -> str:
@@ -25,7 +25,8 @@ def replay_command(ctx: ReportContext, trial_number: int | None = None) -> str:
 
     With the same data, seed and options, a sequential study proposes the
     same trials in the same order, so the first ``trial_number + 1`` trials
-    of a new study end with the same configuration.
+    of a new study end with the same configuration. A replay registers no
+    model, so checking a result never adds a version or moves ``champion``.
     """
     parts = ["mlflow", "run", ".", "--env-manager", "local"]
     for key, value in ctx.config.items():
@@ -34,7 +35,7 @@ def replay_command(ctx: ReportContext, trial_number: int | None = None) -> str:
         parts += ["-P", f"{key}={value}"]
     if trial_number is not None:
         parts += ["-P", f"n_trials={trial_number + 1}"]
-    parts += ["-P", f"study_name={ctx.study_name}-replay"]
+    parts += ["-P", f"study_name={ctx.study_name}-replay", "-P", "register_model="]
     return shlex.join(parts)
 
 
