@@ -11,6 +11,7 @@ Registry stages are never read or written.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 
@@ -44,6 +45,10 @@ TAG_PREVIOUS = "mlflow_hpo.promotion.previous_champion"
 TAG_HELD_OUT = "mlflow_hpo.promotion.held_out_digest"
 TAG_HELD_OUT_ROWS = "mlflow_hpo.promotion.held_out_rows"
 TAG_REPLACED_BY = "mlflow_hpo.promotion.replaced_by"
+# JSON list of the decisions a version had before its current one, oldest first.
+TAG_HISTORY = "mlflow_hpo.promotion.history"
+# MLflow's limit on a tag value; the oldest decisions are dropped to fit.
+_MAX_TAG_VALUE = 8000
 
 
 class PromotionError(HpoError):
@@ -254,7 +259,21 @@ def force_promotion(
 
 
 def apply_decision(client: MlflowClient, decision: Decision) -> Decision:
-    """Record ``decision`` as version tags, then move ``champion`` when the outcome is promoted or forced."""
+    """Record ``decision`` as version tags, then move ``champion`` when the outcome is promoted or forced.
+
+    A different decision the version had before moves into its history tag
+    first; the same decision made again leaves the tags as they are.
+    """
+    earlier = client.get_model_version(decision.name, decision.version).tags
+    recorded = {key: earlier.get(key, "") for key in decision.tags()}
+    if TAG_DECISION in earlier and recorded != decision.tags():
+        history = json.loads(earlier.get(TAG_HISTORY, "[]"))
+        history.append({key.rsplit(".", 1)[1]: value for key, value in recorded.items()})
+        text = json.dumps(history)
+        while len(text) > _MAX_TAG_VALUE and len(history) > 1:
+            history.pop(0)
+            text = json.dumps(history)
+        client.set_model_version_tag(decision.name, decision.version, TAG_HISTORY, text)
     for key, value in decision.tags().items():
         client.set_model_version_tag(decision.name, decision.version, key, value)
     # NOTE: two gates of the same model that run at once can both read the same

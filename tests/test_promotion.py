@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from mlflow_hpo.promotion import (
     TAG_CANDIDATE_SCORE,
     TAG_CHAMPION_SCORE,
     TAG_DECISION,
+    TAG_HISTORY,
     TAG_PREVIOUS,
     TAG_REASON,
     TAG_REPLACED_BY,
@@ -149,6 +151,11 @@ def test_forced_promotion_records_reason(tmp_path: Path, client: mlflow.MlflowCl
     assert _alias(client, CHAMPION) == strong.version
     assert TAG_REPLACED_BY not in _tags(client, strong.version)
     assert _tags(client, weak.version)[TAG_REPLACED_BY] == strong.version
+    strong_tags = _tags(client, strong.version)
+    assert strong_tags[TAG_DECISION] == "forced"
+    (first_decision,) = json.loads(strong_tags[TAG_HISTORY])
+    assert first_decision["decision"] == PROMOTED
+    assert first_decision["reason"] == "no version had the alias"
 
 
 def test_force_without_reason_is_rejected(tmp_path: Path) -> None:
