@@ -479,6 +479,12 @@ def _log_trial(trial: optuna.trial.FrozenTrial, best: float | None) -> None:
         return
     value = "-" if not trial.values else ", ".join(f"{v:.6g}" for v in trial.values)
     best_text = "-" if best is None else f"{best:.6g}"
+    if trial.state == optuna.trial.TrialState.PRUNED:
+        # A pruned trial's value is its last report (a running mean or one
+        # fold's score), not a CV mean, so it is not compared with the best.
+        _logger.info("Trial %d PRUNED at step %s (last report %s); best so far %s",
+                     trial.number, trial.last_step, value, best_text)
+        return
     _logger.info("Trial %d %s: value %s, best so far %s", trial.number, trial.state.name, value, best_text)
 
 

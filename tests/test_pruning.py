@@ -246,3 +246,16 @@ def test_pruning_benchmark_quick_mode() -> None:
     for row in summary["variants"].values():
         assert row["complete"] + row["pruned"] == 6
         assert 0.5 < row["best_cv"] <= 1.0
+
+
+def test_pruned_trial_logged_by_step_not_as_a_value(caplog: pytest.LogCaptureFixture) -> None:
+    from mlflow_hpo.study import _log_trial
+
+    pruned = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.PRUNED, value=-56.7437, intermediate_values={0: -50.1, 1: -56.7437}
+    )
+
+    with caplog.at_level("INFO", logger="mlflow_hpo.study"):
+        _log_trial(pruned, best=-57.312)
+
+    assert "PRUNED at step 1 (last report -56.7437); best so far -57.312" in caplog.text
