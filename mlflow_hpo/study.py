@@ -406,14 +406,50 @@ def evaluate(job: Job, trial: optuna.Trial | None, kwargs: dict[str, Any]) -> CV
 def _make_trial_callback(
     job: Job, mirror: StudyMirror, curves: dict[int, dict[str, list[float]]], lock: threading.Lock
 ) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    best_so_far = BestSoFar()
+
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         with lock:
             trial_curves = curves.pop(trial.number, {})
-        best = _best_value(study)
+            best = best_so_far.update(study, trial)
         mirror.submit(trial_record(job, trial, trial_curves, best))
         _log_trial(trial, best)
 
     return callback
+
+
+class BestSoFar:
+    """Best value of a single-objective study, as the trial callback sees it.
+
+    Optuna's journal storage finds ``study.best_value`` by scanning every
+    finished trial, so reading it after each trial made the trial loop
+    slower as the study grew. This reads it from the storage on the first
+    trial and every ``refresh_every`` trials, and in between compares it
+    with each finished trial of this process. Trials that other processes
+    finish count from the next read on.
+    """
+
+    def __init__(self, refresh_every: int = 50) -> None:
+        self.refresh_every = refresh_every
+        self.value: float | None = None
+        self._calls = 0
+        self._directions: list[optuna.study.StudyDirection] = []
+
+    def update(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> float | None:
+        """Return the best value after ``trial`` finished; None for a multi-objective study."""
+        if not self._directions:
+            self._directions = list(study.directions)
+        if len(self._directions) > 1:
+            return None
+        if self._calls % self.refresh_every == 0:
+            self.value = _best_value(study)
+        elif trial.state == optuna.trial.TrialState.COMPLETE and trial.values:
+            value = trial.values[0]
+            maximize = self._directions[0] == optuna.study.StudyDirection.MAXIMIZE
+            if self.value is None or (value > self.value if maximize else value < self.value):
+                self.value = value
+        self._calls += 1
+        return self.value
 
 
 def _best_value(study: optuna.Study) -> float | None:

@@ -208,3 +208,39 @@ def test_regression_models_tune_diabetes(model: str) -> None:
     assert result.metric == "neg_root_mean_squared_error"
     assert result.n_trials_by_state == {"COMPLETE": 2}
     assert -100 < result.test_score < -30
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_best_so_far_follows_trials_between_storage_reads(direction: str) -> None:
+    from mlflow_hpo.study import BestSoFar
+
+    study = optuna.create_study(direction=direction)
+    best = BestSoFar(refresh_every=3)
+    values = [0.5, 0.7, 0.2, 0.9, 0.1, 0.8]
+    seen = []
+    for value in values:
+        study.add_trial(optuna.trial.create_trial(value=value))
+        seen.append(best.update(study, study.trials[-1]))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, value=5.0))
+    seen.append(best.update(study, study.trials[-1]))
+
+    pick = max if direction == "maximize" else min
+    expected = [pick(values[: k + 1]) for k in range(len(values))]
+    assert seen == expected + [expected[-1]]
+
+
+def test_best_so_far_reads_other_processes_trials_at_refresh() -> None:
+    from mlflow_hpo.study import BestSoFar
+
+    study = optuna.create_study(direction="maximize")
+    best = BestSoFar(refresh_every=3)
+    study.add_trial(optuna.trial.create_trial(value=0.5))
+    assert best.update(study, study.trials[-1]) == 0.5
+
+    study.add_trial(optuna.trial.create_trial(value=0.9))  # finished by another process
+    seen = []
+    for _ in range(3):
+        study.add_trial(optuna.trial.create_trial(value=0.6))
+        seen.append(best.update(study, study.trials[-1]))
+
+    assert seen == [0.6, 0.6, 0.9]
