@@ -53,7 +53,7 @@ class Splitter:
     splitter: Any
     time_ordered: bool = False
     gap: int = 0
-    # Training rows that the splitter divides into folds; 0 when unknown.
+    # Training rows that the splitter divides into folds, or 0 when unknown.
     n_rows: int = 0
 
     @property

@@ -228,7 +228,8 @@ def log_and_register(model: TunedModel, job: Job, parent: ParentRun, trial_numbe
         objective=job.objective,
         digest=frame_digest(job.dataset.raw_test),
     )
-    overlap = _champion_trained_on_held_out(client, name, version, job.dataset.digest, training_digest)
+    champion = champion_version(client, name)
+    overlap = _champion_trained_on_held_out(client, name, champion, version, job.dataset.digest, training_digest)
     if overlap:
         decision = apply_decision(client, Decision(
             name=name,
@@ -237,7 +238,7 @@ def log_and_register(model: TunedModel, job: Job, parent: ParentRun, trial_numbe
             reason=overlap,
             metric=job.objective.name,
             margin=job.config.promote_margin,
-            previous_champion=champion_version(client, name),
+            previous_champion=champion,
             held_out_digest=held_out.digest,
             held_out_rows=len(held_out.X),
         ))
@@ -247,17 +248,16 @@ def log_and_register(model: TunedModel, job: Job, parent: ParentRun, trial_numbe
 
 
 def _champion_trained_on_held_out(
-    client: MlflowClient, name: str, version: str, dataset_digest: str, training_digest: str
+    client: MlflowClient, name: str, champion: str | None, version: str, dataset_digest: str, training_digest: str
 ) -> str:
     """Return why this run's held-out rows cannot judge the champion, or "" when they can.
 
     When the champion came from the same table but other training rows (a
     different seed or ``test_size``), some of this run's held-out rows were
-    its training rows, and the gate would favour it. Versions trained on
-    another table are compared as before: their digests cannot tell whether
-    the rows overlap.
+    its training rows, and the gate would favour it.
     """
-    champion = champion_version(client, name)
+    # NOTE: a champion trained on another table is still compared, because
+    # digests cannot show whether an older snapshot's rows overlap this one.
     if champion is None or champion == version:
         return ""
     tags = client.get_model_version(name, champion).tags

@@ -268,20 +268,21 @@ def check_stored_scoring(study: optuna.Study, job: Job, new_name: str) -> None:
             f"or use a new study_name such as {new_name}."
         )
     stored = study.user_attrs.get(CONFIG_ATTR) or {}
-    changed = [
-        (name, stored[name], getattr(job.config, name))
-        for name in SCORING_FIELDS
-        if name in stored and stored[name] != getattr(job.config, name)
-        # An empty target means the dataset's own; the table digest covers it.
-        and not (name == "target" and "" in (stored[name], job.config.target))
-    ]
+    changed = []
+    for name in SCORING_FIELDS:
+        current = getattr(job.config, name)
+        if name not in stored or stored[name] == current:
+            continue
+        # An empty target is the dataset's own target, which the table digest already covers.
+        if name == "target" and "" in (stored[name], current):
+            continue
+        changed.append((name, stored[name], current))
     if changed:
         created = ", ".join(f"{name}={value!r} (not {current!r})" for name, value, current in changed)
-        kept = " ".join(f"{name}={value}" for name, value, _ in changed)
+        stored_options = " ".join(f"{name}={value}" for name, value, _ in changed)
         raise ConfigError(
             f"study {job.study_name!r} was created with {created}, so new trials would be scored on "
-            f"other rows; "
-            f"pass {kept} to resume it, or use a new study_name such as {new_name}."
+            f"other rows; pass {stored_options} to resume it, or use a new study_name such as {new_name}."
         )
 
 
@@ -419,14 +420,14 @@ def _make_trial_callback(
 
 
 class BestSoFar:
-    """Best value of a single-objective study, as the trial callback sees it.
+    """Running best value of a single-objective study, updated by the trial callback.
 
-    Optuna's journal storage finds ``study.best_value`` by scanning every
+    Optuna's journal storage computes ``study.best_value`` by scanning every
     finished trial, so reading it after each trial made the trial loop
-    slower as the study grew. This reads it from the storage on the first
-    trial and every ``refresh_every`` trials, and in between compares it
-    with each finished trial of this process. Trials that other processes
-    finish count from the next read on.
+    slower as the study grew. This class reads it from the storage on the
+    first trial and every ``refresh_every`` trials. In between, it compares
+    the value with each trial that this process finishes, so trials of
+    other processes count from the next read on.
     """
 
     def __init__(self, refresh_every: int = 50) -> None:
@@ -436,7 +437,7 @@ class BestSoFar:
         self._directions: list[optuna.study.StudyDirection] = []
 
     def update(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> float | None:
-        """Return the best value after ``trial`` finished; None for a multi-objective study."""
+        """Return the best value after ``trial`` finished, or None for a multi-objective study."""
         if not self._directions:
             self._directions = list(study.directions)
         if len(self._directions) > 1:

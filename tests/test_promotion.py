@@ -228,7 +228,7 @@ def test_two_studies_leave_champion_on_better(tmp_path: Path, client: mlflow.Mlf
 
 
 @pytest.mark.slow
-def test_champion_from_another_split_is_not_compared(tmp_path: Path, client: mlflow.MlflowClient) -> None:
+def test_gate_other_split_not_compared(tmp_path: Path, client: mlflow.MlflowClient) -> None:
     path = write_table(tmp_path)
     options = {
         "data": str(path), "target": "y", "model": "logistic_regression", "n_folds": 2, "strategy": "random",

@@ -57,7 +57,7 @@ def test_choose_pruner_rules(
         ("auto", "random_forest", ("wilcoxon", "folds")),
     ],
 )
-def test_auto_judges_boosters_by_folds_on_small_data(pruner: str, model: str, expected: tuple[str, str]) -> None:
+def test_auto_pruner_axis_small_data(pruner: str, model: str, expected: tuple[str, str]) -> None:
     config = TuneConfig(model=model, pruner=pruner, cv="stratified")
     splitter = choose_splitter(config, "binary", Y[:400], None)
 
@@ -178,7 +178,7 @@ def test_median_prunes_on_one_step_axis() -> None:
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("error")
-def test_auto_reports_fold_means_on_small_data() -> None:
+def test_auto_pruner_fold_means() -> None:
     job = _job(cv="auto")
     assert len(job.dataset.y_train) < 500
 
@@ -248,7 +248,7 @@ def test_pruning_benchmark_quick_mode() -> None:
         assert 0.5 < row["best_cv"] <= 1.0
 
 
-def test_pruned_trial_logged_by_step_not_as_a_value(caplog: pytest.LogCaptureFixture) -> None:
+def test_pruned_trial_log_line(caplog: pytest.LogCaptureFixture) -> None:
     from mlflow_hpo.study import _log_trial
 
     pruned = optuna.trial.create_trial(

@@ -229,7 +229,7 @@ def test_report_command_handles_foreign_study(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "plots" / "optimization_history.png").exists()
 
 
-def test_summary_names_the_optuna_pruner_class() -> None:
+def test_summary_optuna_pruner_class() -> None:
     from mlflow_hpo.pruning import FoldWindowMedianPruner
     from mlflow_hpo.report._context import _pruner_class
 

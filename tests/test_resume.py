@@ -84,7 +84,7 @@ def test_resume_rejects_changed_space_or_metric() -> None:
     ],
     ids=["seed", "folds-and-test-size", "data"],
 )
-def test_resume_rejects_other_rows_or_data(client: MlflowClient, changes: dict[str, object], expected: str) -> None:
+def test_resume_changed_rows_rejected(client: MlflowClient, changes: dict[str, object], expected: str) -> None:
     first = tune(_config(n_trials=1))
     runs_before = client.search_runs([client.get_run(first.parent_run_id).info.experiment_id])
 

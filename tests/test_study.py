@@ -211,7 +211,7 @@ def test_regression_models_tune_diabetes(model: str) -> None:
 
 
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
-def test_best_so_far_follows_trials_between_storage_reads(direction: str) -> None:
+def test_best_so_far_between_refreshes(direction: str) -> None:
     from mlflow_hpo.study import BestSoFar
 
     study = optuna.create_study(direction=direction)
@@ -229,7 +229,7 @@ def test_best_so_far_follows_trials_between_storage_reads(direction: str) -> Non
     assert seen == expected + [expected[-1]]
 
 
-def test_best_so_far_reads_other_processes_trials_at_refresh() -> None:
+def test_best_so_far_refresh_reads_storage() -> None:
     from mlflow_hpo.study import BestSoFar
 
     study = optuna.create_study(direction="maximize")
